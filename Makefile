@@ -1,0 +1,32 @@
+# Every target creates .venv on first use, so a fresh clone needs only Python 3.11+ and git.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: devnet test soak bench-foundation lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+devnet: $(VENV)/.installed
+	$(PY) -m tests.bench.foundation
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+soak: $(VENV)/.installed
+	$(PY) -m pytest -q --soak -m soak
+
+bench-foundation: $(VENV)/.installed
+	$(PY) -m tests.bench.foundation
+
+lint: $(VENV)/.installed
+	$(PY) -m pip install --quiet ruff
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

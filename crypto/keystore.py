@@ -1,0 +1,186 @@
+"""Encrypted keystore files for wallets and peers.
+
+Format (JSON, version 1): a header naming the key, the scrypt parameters and salt, a password check
+value, and the Ed25519 seed sealed with ChaCha20-Poly1305. scrypt derives 64 bytes: the first half is
+the encryption key, the second half is stored as the check value, so a wrong password is told apart
+from a damaged file (a check-value match but a failing tag means the file was altered). The header is
+the AEAD's associated data, so editing the public key or parameters is detected too.
+
+Files are written atomically with mode 0600 and refused on load when others can read them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from crypto.errors import CorruptKeystore, KeystoreError, WrongPassword
+from crypto.keys import SigningKey
+
+FORMAT_VERSION = 1
+KINDS = ("account", "peer")
+DEFAULT_SCRYPT_N = 1 << 15  # ~32 MiB and ~0.1 s here: a brute-force guess costs the same
+MIN_SCRYPT_N = 1 << 10
+MAX_SCRYPT_N = 1 << 20
+MAX_FILE_SIZE = 64 * 1024
+
+
+class InsecureKeystore(KeystoreError):
+    """The keystore file can be read by other users."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeystoreInfo:
+    """What a keystore says about itself without the password."""
+
+    kind: str
+    name: str
+    public_key: bytes
+
+
+def _derive(password: str, salt: bytes, n: int) -> bytes:
+    return Scrypt(salt=salt, length=64, n=n, r=8, p=1).derive(password.encode("utf-8"))
+
+
+def _header(kind: str, name: str, public_key: bytes, n: int, salt: bytes, check: bytes, nonce: bytes) -> dict[str, Any]:
+    return {
+        "meshpay_keystore": FORMAT_VERSION,
+        "kind": kind,
+        "name": name,
+        "public_key": public_key.hex(),
+        "kdf": {"name": "scrypt", "n": n, "r": 8, "p": 1, "salt": salt.hex()},
+        "check": check.hex(),
+        "cipher": {"name": "chacha20-poly1305", "nonce": nonce.hex()},
+    }
+
+
+def _aad(header: dict[str, Any]) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def seal(key: SigningKey, password: str, *, kind: str = "account", name: str = "", scrypt_n: int = DEFAULT_SCRYPT_N) -> bytes:
+    """The keystore file contents for `key` under `password`."""
+    if kind not in KINDS:
+        raise ValueError(f"keystore kind must be one of {KINDS}")
+    if not MIN_SCRYPT_N <= scrypt_n <= MAX_SCRYPT_N or scrypt_n & (scrypt_n - 1):
+        raise ValueError("scrypt n must be a power of two within bounds")
+    salt, nonce = os.urandom(16), os.urandom(12)
+    derived = _derive(password, salt, scrypt_n)
+    header = _header(kind, name, key.public, scrypt_n, salt, derived[32:], nonce)
+    ciphertext = ChaCha20Poly1305(derived[:32]).encrypt(nonce, key.seed(), _aad(header))
+    return json.dumps({**header, "ciphertext": ciphertext.hex()}, indent=2).encode() + b"\n"
+
+
+def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(data) > MAX_FILE_SIZE:
+        raise CorruptKeystore("keystore file is too large")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptKeystore(f"keystore file is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or "meshpay_keystore" not in doc:
+        raise CorruptKeystore("not a meshpay keystore file")
+    if doc["meshpay_keystore"] != FORMAT_VERSION:
+        raise CorruptKeystore(f"keystore format version {doc['meshpay_keystore']!r} is not supported")
+    try:
+        kdf, cipher = doc["kdf"], doc["cipher"]
+        header = _header(
+            doc["kind"], doc["name"], bytes.fromhex(doc["public_key"]), int(kdf["n"]),
+            bytes.fromhex(kdf["salt"]), bytes.fromhex(doc["check"]), bytes.fromhex(cipher["nonce"]),
+        )
+        ciphertext = bytes.fromhex(doc["ciphertext"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptKeystore(f"keystore file is missing or has a malformed field: {exc}") from exc
+    if header != {k: v for k, v in doc.items() if k != "ciphertext"}:
+        raise CorruptKeystore("keystore file has unexpected fields")
+    if kdf["name"] != "scrypt" or kdf["r"] != 8 or kdf["p"] != 1 or cipher["name"] != "chacha20-poly1305":
+        raise CorruptKeystore("keystore uses an unsupported KDF or cipher")
+    n = kdf["n"]
+    if not isinstance(n, int) or not MIN_SCRYPT_N <= n <= MAX_SCRYPT_N or n & (n - 1):
+        raise CorruptKeystore(f"keystore scrypt cost {n!r} is out of bounds")
+    if doc["kind"] not in KINDS or not isinstance(doc["name"], str):
+        raise CorruptKeystore("keystore kind or name is malformed")
+    if len(header["kdf"]["salt"]) != 32 or len(doc["check"]) != 64 or len(cipher["nonce"]) != 24 or len(doc["public_key"]) != 64:
+        raise CorruptKeystore("keystore salt, check, nonce or key has the wrong length")
+    return header, ciphertext
+
+
+def info(data: bytes) -> KeystoreInfo:
+    header, _ = _parse(data)
+    return KeystoreInfo(header["kind"], header["name"], bytes.fromhex(header["public_key"]))
+
+
+def unseal(data: bytes, password: str) -> SigningKey:
+    """The key inside a keystore; `WrongPassword` or `CorruptKeystore` when it cannot be opened."""
+    header, ciphertext = _parse(data)
+    derived = _derive(password, bytes.fromhex(header["kdf"]["salt"]), header["kdf"]["n"])
+    if not hmac.compare_digest(derived[32:], bytes.fromhex(header["check"])):
+        raise WrongPassword("wrong password for this keystore")
+    try:
+        seed = ChaCha20Poly1305(derived[:32]).decrypt(
+            bytes.fromhex(header["cipher"]["nonce"]), ciphertext, _aad(header)
+        )
+    except InvalidTag as exc:
+        raise CorruptKeystore("keystore contents were altered (authentication failed)") from exc
+    if len(seed) != 32:
+        raise CorruptKeystore("keystore holds a key of the wrong size")
+    key = SigningKey.from_seed(seed)
+    if key.public.hex() != header["public_key"]:
+        raise CorruptKeystore("keystore's key does not match its public key")
+    return key
+
+
+def write_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write atomically with mode 0600 (never briefly world-readable)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise KeystoreError(f"{path} already exists")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_file(path: Path) -> bytes:
+    """Read a keystore, refusing files that other users can read."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise KeystoreError(f"keystore {path} does not exist") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecureKeystore(
+            f"keystore {path} is accessible by other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+        )
+    with path.open("rb") as fh:
+        return fh.read(MAX_FILE_SIZE + 1)
+
+
+def save(path: Path, key: SigningKey, password: str, *, kind: str = "account", name: str = "",
+         scrypt_n: int = DEFAULT_SCRYPT_N, overwrite: bool = False) -> None:
+    write_file(path, seal(key, password, kind=kind, name=name, scrypt_n=scrypt_n), overwrite=overwrite)
+
+
+def load(path: Path, password: str) -> SigningKey:
+    return unseal(read_file(path), password)

@@ -1,0 +1,157 @@
+"""The signed core messages: orders, votes, certificates, peer records and the handshake.
+
+Protocol-specific messages (gossip, settlement, client) live beside their protocols and use the
+same schema engine. Kind numbers are allocated in blocks: 1-19 here, 20-39 gossip, 40-69
+settlement, 70-89 client protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from crypto import codec
+from crypto.keys import (
+    HASH_SIZE,
+    NETWORK_ID_SIZE,
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    Purpose,
+    SigningKey,
+    digest,
+    verify,
+)
+from crypto.schema import U16_MAX, U63_MAX, Bytes, ListOf, Message, Nested, Text, UInt, message
+
+Key = Annotated[bytes, Bytes(size=PUBLIC_KEY_SIZE)]
+Sig = Annotated[bytes, Bytes(size=SIGNATURE_SIZE)]
+Hash = Annotated[bytes, Bytes(size=HASH_SIZE)]
+NetworkId = Annotated[bytes, Bytes(size=NETWORK_ID_SIZE)]
+
+MAX_AMOUNT = U63_MAX
+MAX_MEMO_BYTES = 140
+MAX_VOTES = 64
+PROTOCOL_VERSION = 1
+
+
+def _body(msg: Message, unsigned_fields: int = 1) -> bytes:
+    """Canonical encoding of the message without its trailing signature field(s)."""
+    return codec.encode(msg.to_plain()[: -unsigned_fields])
+
+
+@message(1, max_size=512)
+class Order(Message):
+    """A payment the sender signs: move `amount` from `sender` to `recipient` as its `seq`-th order."""
+
+    network: NetworkId
+    sender: Key
+    recipient: Key
+    amount: Annotated[int, UInt(1, MAX_AMOUNT)]
+    seq: Annotated[int, UInt(0, U63_MAX)]
+    memo: Annotated[str, Text(MAX_MEMO_BYTES)]
+    sig: Sig
+
+    def body(self) -> bytes:
+        return _body(self)
+
+    @property
+    def id(self) -> bytes:
+        """The payment id: hash of exactly the bytes the sender signed."""
+        return digest(Purpose.ORDER, self.network, self.body())
+
+    def signature_valid(self) -> bool:
+        return verify(self.sender, self.sig, Purpose.ORDER, self.network, self.body())
+
+    @classmethod
+    def create(
+        cls, key: SigningKey, network: bytes, recipient: bytes, amount: int, seq: int, memo: str = ""
+    ) -> Order:
+        unsigned = cls(network, key.public, recipient, amount, seq, memo, bytes(SIGNATURE_SIZE))
+        return cls(network, key.public, recipient, amount, seq, memo,
+                   key.sign(Purpose.ORDER, network, unsigned.body()))
+
+
+@message(2, max_size=256)
+class Vote(Message):
+    """An owner's signed statement that it locked `(sender, seq)` to this order id."""
+
+    order_id: Hash
+    voter: Key
+    sig: Sig
+
+    def body(self) -> bytes:
+        return _body(self)
+
+    def signature_valid(self, network: bytes) -> bool:
+        return verify(self.voter, self.sig, Purpose.VOTE, network, self.body())
+
+    @classmethod
+    def create(cls, key: SigningKey, network: bytes, order_id: bytes) -> Vote:
+        unsigned = cls(order_id, key.public, bytes(SIGNATURE_SIZE))
+        return cls(order_id, key.public, key.sign(Purpose.VOTE, network, unsigned.body()))
+
+
+@message(3, max_size=8192)
+class Certificate(Message):
+    """An order with votes from a quorum of its sender's owners: final once valid.
+
+    Whether the votes are enough (distinct owners, W of them, all on this order) depends on the
+    genesis committee and is checked by `peer.certify`, not here.
+    """
+
+    order: Annotated[Order, Nested(Order)]
+    votes: Annotated[tuple[Vote, ...], ListOf(Nested(Vote), MAX_VOTES, min_len=1)]
+
+    @property
+    def id(self) -> bytes:
+        return self.order.id
+
+
+@message(4, max_size=512)
+class PeerRecord(Message):
+    """Where a peer can be reached, signed by that peer so nobody else can move it."""
+
+    peer_id: Key
+    host: Annotated[str, Text(253)]
+    port: Annotated[int, UInt(1, U16_MAX)]
+    api_port: Annotated[int, UInt(0, U16_MAX)]
+    incarnation: Annotated[int, UInt(0, U63_MAX)]
+    roles: Annotated[int, UInt(0, U16_MAX)]
+    sig: Sig
+
+    def body(self) -> bytes:
+        return _body(self)
+
+    def signature_valid(self, network: bytes) -> bool:
+        return verify(self.peer_id, self.sig, Purpose.PEER_RECORD, network, self.body())
+
+    @classmethod
+    def create(
+        cls, key: SigningKey, network: bytes, host: str, port: int, api_port: int,
+        incarnation: int, roles: int = 0,
+    ) -> PeerRecord:
+        unsigned = cls(key.public, host, port, api_port, incarnation, roles, bytes(SIGNATURE_SIZE))
+        return cls(key.public, host, port, api_port, incarnation, roles,
+                   key.sign(Purpose.PEER_RECORD, network, unsigned.body()))
+
+
+ROLE_PEER = 1
+ROLE_CLIENT = 2
+
+
+@message(5, max_size=256)
+class Hello(Message):
+    """First handshake message, sent by both sides: who I am, which network, a fresh nonce."""
+
+    network: NetworkId
+    protocol: Annotated[int, UInt(0, U16_MAX)]
+    peer_id: Key
+    role: Annotated[int, UInt(ROLE_PEER, ROLE_CLIENT)]
+    nonce: Hash
+    ephemeral: Key  # X25519 public key for the session keys
+
+
+@message(6, max_size=128)
+class Auth(Message):
+    """Second handshake message: a signature over both Hellos (so over the other side's nonce)."""
+
+    sig: Sig

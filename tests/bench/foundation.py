@@ -1,0 +1,106 @@
+"""Foundation micro-benchmark: signatures, codec, synced writes and group commit.
+
+    python -m tests.bench.foundation [--quick]
+
+Prints medians over repeated runs in this one process. Later benchmarks derive the
+signature-cost bound of a payment from the sign/verify figures measured in their own run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import trio
+
+from crypto.keys import SigningKey
+from crypto.messages import Certificate, Order, Vote
+from store import Batch, GroupCommitWriter, Store
+from tests.bench.common import measure_signature_cost, median_us
+
+
+def _row(name: str, value: float, unit: str = "us") -> None:
+    print(f"  {name:<44} {value:>12.2f} {unit}")
+
+
+def bench_codec(repeats: int) -> None:
+    net = os.urandom(32)
+    keys = [SigningKey.generate() for _ in range(3)]
+    order = Order.create(keys[0], net, os.urandom(32), 12_345, 7, "rent")
+    cert = Certificate(order, tuple(Vote.create(k, net, order.id) for k in keys))
+    ob, cb = order.encode(), cert.encode()
+    print(f"codec (order {len(ob)} B, certificate with 3 votes {len(cb)} B)")
+    _row("encode order", median_us(order.encode, n=5000, repeats=repeats))
+    _row("decode order (strict, validated)", median_us(lambda: Order.decode(ob), n=5000, repeats=repeats))
+    _row("order id (hash of signed bytes)", median_us(lambda: order.id, n=5000, repeats=repeats))
+    _row("encode certificate", median_us(cert.encode, n=3000, repeats=repeats))
+    _row("decode certificate (strict, validated)", median_us(lambda: Certificate.decode(cb), n=3000, repeats=repeats))
+
+
+def _batch(i: int) -> Batch:
+    b = Batch()
+    for j in range(4):
+        b.put(b"T" + i.to_bytes(8, "big") + bytes([j]), os.urandom(100))
+    return b
+
+
+def bench_store(repeats: int, concurrencies: list[int], writes: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="meshpay-bench-") as tmp:
+        store = Store.create(os.path.join(tmp, "db"), os.urandom(32))
+        counter = iter(range(10**9))
+        synced = median_us(lambda: store.write(_batch(next(counter)), sync=True), n=50, repeats=repeats)
+        unsynced = median_us(lambda: store.write(_batch(next(counter)), sync=False), n=500, repeats=repeats)
+        print("storage (one batch = 4 keys of ~100 B)")
+        _row("synced write (fsync), direct", synced)
+        _row("unsynced write, direct", unsynced)
+        print("group commit: durable (synced) writes from C concurrent writers")
+        print(f"  {'C':>5} {'per durable write':>18} {'vs one synced write':>20} {'batches/group':>14}")
+        for conc in concurrencies:
+            samples, groups = [], []
+            for _ in range(repeats):
+                per_write, mean_group = trio.run(_group_commit_run, store, conc, writes, counter)
+                samples.append(per_write)
+                groups.append(mean_group)
+            med = statistics.median(samples)
+            print(f"  {conc:>5} {med:>15.2f} us {med / synced:>19.1%} {statistics.median(groups):>14.1f}")
+        store.close()
+
+
+async def _group_commit_run(store: Store, conc: int, writes: int, counter) -> tuple[float, float]:
+    writer = GroupCommitWriter(store, sync=True, in_thread=True)
+    per_task = max(1, writes // conc)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+
+        async def worker() -> None:
+            for _ in range(per_task):
+                await writer.commit(_batch(next(counter)))
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as workers:
+            for _ in range(conc):
+                workers.start_soon(worker)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    return elapsed / (per_task * conc) * 1e6, writer.mean_group
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    print(f"meshpay foundation micro-benchmark: medians of {repeats} runs, pid {os.getpid()}")
+    cost = measure_signature_cost(repeats)
+    print("Ed25519 (cryptography), order-sized body")
+    _row("sign", cost.sign_us)
+    _row("verify", cost.verify_us)
+    bench_codec(repeats)
+    bench_store(repeats, [1, 8, 64, 256], writes=400 if args.quick else 1024)
+
+
+if __name__ == "__main__":
+    main()
