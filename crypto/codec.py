@@ -76,8 +76,12 @@ def _check_plain(value: Any, depth: int) -> None:
     raise DecodeError(f"CBOR value of type {kind.__name__} is not allowed")
 
 
-def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Any:
-    """Decode untrusted bytes into plain values, refusing anything non-canonical or exotic."""
+def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, typed: bool = False) -> Any:
+    """Decode untrusted bytes into plain values, refusing anything non-canonical or exotic.
+
+    `typed=True` skips the walk that refuses floats and simple values: the caller (a message
+    schema) checks the exact type of every element itself.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_size:
@@ -103,7 +107,8 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Any:
         # cbor2's C decoder raises assorted types (CBORDecodeError, ValueError, OverflowError,
         # UnicodeDecodeError, MemoryError on absurd lengths); all mean "malformed input".
         raise DecodeError(f"malformed CBOR: {exc}") from exc
-    _check_plain(value, 0)
+    if not typed:
+        _check_plain(value, 0)
     try:
         canonical = cbor2.dumps(value, canonical=True)
     except Exception as exc:

@@ -2,19 +2,26 @@
 
 Format (JSON, version 1): a header naming the key, the scrypt parameters and salt, a password check
 value, and the Ed25519 seed sealed with ChaCha20-Poly1305. scrypt derives 64 bytes: the first half is
-the encryption key, the second half is stored as the check value, so a wrong password is told apart
-from a damaged file (a check-value match but a failing tag means the file was altered). The header is
-the AEAD's associated data, so editing the public key or parameters is detected too.
+the encryption key, the second half is stored as the check value. A SHA-256 of the header (which
+needs no password) tells a damaged header from a wrong password; with the header intact, a check
+mismatch means a wrong password and a failing tag means altered ciphertext. The header is also the
+AEAD's associated data, so a deliberate edit of the key or parameters is detected too.
+
+Passwords are NFC-normalised, so the same password typed in composed or decomposed Unicode opens
+the file.
 
 Files are written atomically with mode 0600 and refused on load when others can read them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
 import stat
+import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +55,11 @@ class KeystoreInfo:
 
 
 def _derive(password: str, salt: bytes, n: int) -> bytes:
-    return Scrypt(salt=salt, length=64, n=n, r=8, p=1).derive(password.encode("utf-8"))
+    try:
+        secret = unicodedata.normalize("NFC", password).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise KeystoreError("the password contains characters that cannot be encoded") from exc
+    return Scrypt(salt=salt, length=64, n=n, r=8, p=1).derive(secret)
 
 
 def _header(kind: str, name: str, public_key: bytes, n: int, salt: bytes, check: bytes, nonce: bytes) -> dict[str, Any]:
@@ -67,6 +78,10 @@ def _aad(header: dict[str, Any]) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _header_digest(header: dict[str, Any]) -> str:
+    return hashlib.sha256(_aad(header)).hexdigest()
+
+
 def seal(key: SigningKey, password: str, *, kind: str = "account", name: str = "", scrypt_n: int = DEFAULT_SCRYPT_N) -> bytes:
     """The keystore file contents for `key` under `password`."""
     if kind not in KINDS:
@@ -77,7 +92,8 @@ def seal(key: SigningKey, password: str, *, kind: str = "account", name: str = "
     derived = _derive(password, salt, scrypt_n)
     header = _header(kind, name, key.public, scrypt_n, salt, derived[32:], nonce)
     ciphertext = ChaCha20Poly1305(derived[:32]).encrypt(nonce, key.seed(), _aad(header))
-    return json.dumps({**header, "ciphertext": ciphertext.hex()}, indent=2).encode() + b"\n"
+    doc = {**header, "header_sha256": _header_digest(header), "ciphertext": ciphertext.hex()}
+    return json.dumps(doc, indent=2).encode() + b"\n"
 
 
 def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -85,23 +101,29 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise CorruptKeystore("keystore file is too large")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CorruptKeystore(f"keystore file is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or "meshpay_keystore" not in doc:
         raise CorruptKeystore("not a meshpay keystore file")
-    if doc["meshpay_keystore"] != FORMAT_VERSION:
-        raise CorruptKeystore(f"keystore format version {doc['meshpay_keystore']!r} is not supported")
+    version = doc["meshpay_keystore"]
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise CorruptKeystore(f"keystore format version {version!r} is not supported")
     try:
         kdf, cipher = doc["kdf"], doc["cipher"]
+        if type(kdf["n"]) is not int:
+            raise TypeError("kdf n must be an integer")
         header = _header(
-            doc["kind"], doc["name"], bytes.fromhex(doc["public_key"]), int(kdf["n"]),
+            doc["kind"], doc["name"], bytes.fromhex(doc["public_key"]), kdf["n"],
             bytes.fromhex(kdf["salt"]), bytes.fromhex(doc["check"]), bytes.fromhex(cipher["nonce"]),
         )
         ciphertext = bytes.fromhex(doc["ciphertext"])
-    except (KeyError, TypeError, ValueError) as exc:
+        stored_digest = doc["header_sha256"]
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CorruptKeystore(f"keystore file is missing or has a malformed field: {exc}") from exc
-    if header != {k: v for k, v in doc.items() if k != "ciphertext"}:
+    if header != {k: v for k, v in doc.items() if k not in ("ciphertext", "header_sha256")}:
         raise CorruptKeystore("keystore file has unexpected fields")
+    if not isinstance(stored_digest, str) or not hmac.compare_digest(stored_digest, _header_digest(header)):
+        raise CorruptKeystore("keystore header is damaged (its checksum does not match)")
     if kdf["name"] != "scrypt" or kdf["r"] != 8 or kdf["p"] != 1 or cipher["name"] != "chacha20-poly1305":
         raise CorruptKeystore("keystore uses an unsupported KDF or cipher")
     n = kdf["n"]
@@ -140,21 +162,35 @@ def unseal(data: bytes, password: str) -> SigningKey:
 
 
 def write_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write atomically with mode 0600 (never briefly world-readable)."""
+    """Write atomically with mode 0600 (never briefly world-readable).
+
+    Without `overwrite`, the final step is a hard link, which fails if the name appeared meanwhile,
+    so a concurrent writer's file is never replaced.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise KeystoreError(f"{path} already exists")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise KeystoreError(f"cannot write {path}: {exc}") from exc
+    tmp = Path(tmp_name)  # mkstemp creates it with mode 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise KeystoreError(f"{path} already exists") from exc
+    except OSError as exc:
+        raise KeystoreError(f"cannot write {path}: {exc}") from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -169,12 +205,19 @@ def read_file(path: Path) -> bytes:
         mode = path.stat().st_mode
     except FileNotFoundError as exc:
         raise KeystoreError(f"keystore {path} does not exist") from exc
+    except OSError as exc:
+        raise KeystoreError(f"cannot read keystore {path}: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise KeystoreError(f"keystore {path} is not a regular file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InsecureKeystore(
             f"keystore {path} is accessible by other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
         )
-    with path.open("rb") as fh:
-        return fh.read(MAX_FILE_SIZE + 1)
+    try:
+        with path.open("rb") as fh:
+            return fh.read(MAX_FILE_SIZE + 1)
+    except OSError as exc:
+        raise KeystoreError(f"cannot read keystore {path}: {exc}") from exc
 
 
 def save(path: Path, key: SigningKey, password: str, *, kind: str = "account", name: str = "",

@@ -172,7 +172,7 @@ class Message:
 
     @classmethod
     def decode(cls: type[M], data: bytes) -> M:
-        return cls.from_plain(codec.decode_value(data, max_size=cls.MAX_SIZE))
+        return cls.from_plain(codec.decode_value(data, max_size=cls.MAX_SIZE, typed=True))
 
 
 M = TypeVar("M", bound=Message)
@@ -208,7 +208,7 @@ def registered() -> dict[int, type[Message]]:
 
 def decode_any(data: bytes, *, max_size: int = codec.DEFAULT_MAX_SIZE) -> Message:
     """Decode bytes holding any registered message."""
-    value = codec.decode_value(data, max_size=max_size)
+    value = codec.decode_value(data, max_size=max_size, typed=True)
     if type(value) is not list or len(value) < 2 or type(value[0]) is not int:
         raise DecodeError("not a message: expected [kind, version, ...]")
     cls = _REGISTRY.get(value[0])
