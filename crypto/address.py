@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bech32
 
-from crypto.errors import AddressError
-from crypto.keys import PUBLIC_KEY_SIZE
+from crypto.errors import AddressError, SignatureError
+from crypto.keys import PUBLIC_KEY_SIZE, check_public_key
 
 HRP = "mp"
 # hrp + "1" + ceil(256 / 5) data characters + 6 checksum characters
@@ -43,6 +43,11 @@ def decode_address(text: str) -> bytes:
     raw = bech32.convertbits(data, 5, 8, False)
     if raw is None or len(raw) != PUBLIC_KEY_SIZE:
         raise AddressError(f"address {candidate!r} does not hold a {PUBLIC_KEY_SIZE}-byte key")
+    try:
+        # Money sent to a weak or impossible key is lost or spendable by anyone: refuse it here.
+        check_public_key(bytes(raw))
+    except SignatureError as exc:
+        raise AddressError(f"address {candidate!r} is not a usable account key: {exc}") from exc
     return bytes(raw)
 
 

@@ -79,10 +79,59 @@ def _public_key(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def load_public_key(raw: bytes) -> Ed25519PublicKey:
-    """Parse a raw 32-byte public key; refuses wrong sizes and invalid points."""
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, -1, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+# Encodings (sign bit cleared) of the eight small-order points, canonical or not; libsodium refuses
+# the same set. A small-order key signs nearly anything: with the identity point as key, R = identity
+# and S = 0 verify for every message.
+_SMALL_ORDER = frozenset(bytes.fromhex(h) for h in (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+))
+
+
+def is_weak_key(raw: bytes) -> bool:
+    """A small-order point or a non-canonical encoding (y >= p): never a usable identity."""
+    masked = raw[:31] + bytes((raw[31] & 0x7F,))
+    return masked in _SMALL_ORDER or int.from_bytes(masked, "little") >= _P
+
+
+def is_on_curve(raw: bytes) -> bool:
+    """Whether 32 bytes decode to a point of edwards25519 (RFC 8032 section 5.1.3)."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return False
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P
+    vx2 = (v * x * x) % _P
+    if vx2 != u:
+        if vx2 != (-u) % _P:
+            return False
+        x = (x * _SQRT_M1) % _P
+    return not (x == 0 and raw[31] >> 7)
+
+
+def check_public_key(raw: bytes) -> None:
+    """Raise `SignatureError` unless `raw` is a usable Ed25519 public key."""
     if len(raw) != PUBLIC_KEY_SIZE:
         raise SignatureError(f"public key must be {PUBLIC_KEY_SIZE} bytes, got {len(raw)}")
+    if is_weak_key(raw):
+        raise SignatureError("public key is a small-order or non-canonical point")
+    if not is_on_curve(raw):
+        raise SignatureError("public key is not a point on edwards25519")
+
+
+def load_public_key(raw: bytes) -> Ed25519PublicKey:
+    """Parse a raw 32-byte public key; refuses wrong sizes, weak keys and points off the curve."""
+    check_public_key(raw)
     try:
         return _public_key(bytes(raw))
     except ValueError as exc:
@@ -91,7 +140,7 @@ def load_public_key(raw: bytes) -> Ed25519PublicKey:
 
 def verify(public: bytes, signature: bytes, purpose: Purpose, network_id: bytes, body: bytes) -> bool:
     """True when `signature` is `public`'s signature over this purpose, network and body."""
-    if len(signature) != SIGNATURE_SIZE or len(public) != PUBLIC_KEY_SIZE:
+    if len(signature) != SIGNATURE_SIZE or len(public) != PUBLIC_KEY_SIZE or is_weak_key(public):
         return False
     try:
         key = _public_key(bytes(public))

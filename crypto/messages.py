@@ -90,7 +90,7 @@ class Vote(Message):
         return cls(order_id, key.public, key.sign(Purpose.VOTE, network, unsigned.body()))
 
 
-@message(3, max_size=8192)
+@message(3, max_size=16384)
 class Certificate(Message):
     """An order with votes from a quorum of its sender's owners: final once valid.
 

@@ -11,7 +11,7 @@ ALIVE, SUSPECT, DEAD, LEFT = 0, 1, 2, 3
 STATE_NAMES = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", LEFT: "left"}
 
 MAX_PIGGYBACK = 32
-MAX_SYNC_MEMBERS = 4096
+MAX_SYNC_MEMBERS = 1600  # x ~620 B worst case: fits one 1 MiB frame
 MAX_BROADCAST_PAYLOAD = 64 * 1024
 MAX_DIGEST_IDS = 1024
 SHORT_ID = 8
@@ -37,20 +37,20 @@ Updates = Annotated[tuple[Update, ...], ListOf(Nested(Update), MAX_PIGGYBACK)]
 Seq = Annotated[int, UInt(0, U32_MAX)]
 
 
-@message(20)
+@message(20, max_size=64 * 1024)
 class Ping(Message):
     seq: Seq
     target: Key
     updates: Updates
 
 
-@message(21)
+@message(21, max_size=64 * 1024)
 class Ack(Message):
     seq: Seq
     updates: Updates
 
 
-@message(22)
+@message(22, max_size=64 * 1024)
 class PingReq(Message):
     """Ask the receiver to probe `target` for us and tell us if it answered."""
 
@@ -71,7 +71,7 @@ class Gossip(Message):
     updates: Annotated[tuple[Update, ...], ListOf(Nested(Update), 2 * MAX_PIGGYBACK)]
 
 
-@message(25, max_size=1 << 20)
+@message(25, max_size=(1 << 20) - 1024)
 class Sync(Message):
     """Push-pull anti-entropy: the sender's whole member table (with records)."""
 

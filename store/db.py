@@ -68,6 +68,14 @@ class Batch:
         self.put(layout.meta_key(name), codec.encode(value))
 
 
+def _next_prefix(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None if there is none)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
 def _wrap_rocks_error(path: Path, exc: Exception) -> StoreError:
     text = str(exc)
     if "Corruption" in text or "checksum" in text.lower():
@@ -171,24 +179,56 @@ class Store:
 
     # raw access ------------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
+        try:
+            return self.db.get(key)
+        except StoreClosed:
+            raise
+        except Exception as exc:
+            raise _wrap_rocks_error(self.path, exc) from exc
 
     def scan(self, prefix: bytes, *, start: bytes | None = None, reverse: bool = False,
              limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Keys under `prefix` in order (from `start` when given), each with its value."""
-        if reverse:
-            # Seek to the last key under the prefix: the prefix followed by 0xff... sorts after it.
-            first = start if start is not None else prefix + b"\xff" * 16
-        else:
-            first = start if start is not None else prefix
-        count = 0
-        for key, value in self.db.items(from_key=first, backwards=reverse):
-            if not key.startswith(prefix):
-                break
-            yield key, value
-            count += 1
-            if limit is not None and count >= limit:
-                break
+        """Keys under `prefix` in order (from `start` when given, inclusive), each with its value.
+
+        Uses a raw iterator and checks its status at the end: RocksDB ends iteration early on a
+        checksum error, which must surface as `StoreCorrupt`, not as a silently short result.
+        """
+        if limit is not None and limit <= 0:
+            return
+        it = self.db.iter()
+        try:
+            if reverse:
+                if start is not None:
+                    it.seek_for_prev(start)
+                else:
+                    upper = _next_prefix(prefix)
+                    if upper is None:
+                        it.seek_to_last()
+                    else:
+                        it.seek_for_prev(upper)
+                        if it.valid() and it.key() == upper:
+                            it.prev()
+            else:
+                it.seek(start if start is not None else prefix)
+            count = 0
+            while it.valid():
+                key = it.key()
+                if not key.startswith(prefix):
+                    break
+                yield key, it.value()
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+                if reverse:
+                    it.prev()
+                else:
+                    it.next()
+            try:
+                it.status()
+            except Exception as exc:
+                raise _wrap_rocks_error(self.path, exc) from exc
+        finally:
+            del it
 
     def write(self, batch: Batch, *, sync: bool) -> None:
         self.write_ops(batch.ops, sync=sync)

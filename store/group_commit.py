@@ -51,7 +51,8 @@ class GroupCommitWriter:
         self.max_group_ops = max_group_ops
         self.flush_delay = flush_delay
         self.stats = GroupCommitStats()
-        self._pending: deque[tuple[Batch, Callback | None]] = deque()
+        self._pending: deque[tuple[Batch, Callback | None, Callback | None]] = deque()
+        self._in_flight: list[tuple[Batch, Callback | None, Callback | None]] = []
         self._wakeup = trio.Event()
         self._closed = False
 
@@ -59,25 +60,36 @@ class GroupCommitWriter:
     def pending(self) -> int:
         return len(self._pending)
 
-    def submit(self, batch: Batch, on_durable: Callback | None = None) -> None:
-        """Queue a batch; `on_durable` runs (in the writer task) once it is on disk."""
+    def submit(self, batch: Batch, on_durable: Callback | None = None,
+               on_abort: Callback | None = None) -> None:
+        """Queue a batch; `on_durable` runs (in the writer task) once it is on disk, or `on_abort`
+        if the writer stops first (the batch may or may not have reached the disk)."""
         if self._closed:
             raise StoreClosed("group-commit writer is closed")
         if len(self._pending) >= self.max_pending:
             raise StoreOverloaded(f"{len(self._pending)} write batches already waiting")
-        self._pending.append((batch, on_durable))
+        self._pending.append((batch, on_durable, on_abort))
         self._wakeup.set()
 
     async def commit(self, batch: Batch) -> None:
-        """Submit and wait until the batch is durable."""
+        """Submit and wait until the batch is durable; `StoreClosed` if the writer stops first."""
         done = trio.Event()
-        self.submit(batch, done.set)
+        aborted = False
+
+        def abort() -> None:
+            nonlocal aborted
+            aborted = True
+            done.set()
+
+        self.submit(batch, done.set, abort)
         await done.wait()
+        if aborted:
+            raise StoreClosed("the group-commit writer stopped before this batch was confirmed durable")
 
     async def drain(self) -> None:
-        """Wait until everything submitted so far is durable."""
-        if self._pending:
-            await self.commit(Batch())
+        """Wait until everything submitted so far is durable (including a group being written now:
+        the empty marker batch completes only after every group before it)."""
+        await self.commit(Batch())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -89,14 +101,19 @@ class GroupCommitWriter:
                 await self._write_group()
         finally:
             self._closed = True
+            for _, _, on_abort in [*self._in_flight, *self._pending]:
+                if on_abort is not None:
+                    on_abort()
+            self._in_flight = []
+            self._pending.clear()
 
     async def _write_group(self) -> None:
-        group: list[tuple[Batch, Callback | None]] = []
+        group = self._in_flight = []
         ops: list[tuple[bytes, bytes | None]] = []
         while self._pending and (not ops or len(ops) + len(self._pending[0][0]) <= self.max_group_ops):
-            batch, callback = self._pending.popleft()
-            group.append((batch, callback))
-            ops.extend(batch.ops)
+            entry = self._pending.popleft()
+            group.append(entry)
+            ops.extend(entry[0].ops)
         start = trio.current_time()
         if ops:
             if self.in_thread:
@@ -111,7 +128,8 @@ class GroupCommitWriter:
         self.stats.batches += len(group)
         self.stats.ops += len(ops)
         self.stats.largest_group = max(self.stats.largest_group, len(group))
-        for _, callback in group:
+        self._in_flight = []
+        for _, callback, _ in group:
             if callback is not None:
                 callback()
 

@@ -1,0 +1,446 @@
+"""`TcpTransport`: the real `gossip.links.Links` — authenticated, encrypted, rate-limited TCP.
+
+Shape of the connections: per peer we dial (on demand, with the peer id we expect) one outbound
+connection and send only on it; we read from every connection we have, dialed or accepted. So two
+peers that dial each other at once simply end up with two connections, one per direction, and no
+tie-breaking is needed.
+
+Every task lives in the nursery `serve()` owns: the listener, one handler per accepted connection,
+one writer per peer with queued messages, one reader per outbound connection. `send()` is
+synchronous and never blocks; it appends to the peer's bounded queue and wakes (or starts) that
+peer's writer, which seals everything queued into one frame per write.
+
+Nothing a remote sends can stop the transport: each connection's task catches the failures a
+network or a hostile peer can cause (`CONNECTION_FAILURES`), for that connection only. A
+`RemoteProtocolError` after the handshake penalises the authenticated peer; before it, the
+connection is just closed (there is nobody proven to blame, and all devnet peers share one IP).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from collections import deque
+from functools import partial
+
+import trio
+
+from crypto.errors import RemoteProtocolError
+from crypto.keys import SigningKey
+from crypto.messages import ROLE_CLIENT, ROLE_PEER
+from gossip.channel import max_message, take_batch
+from gossip.client import CONNECTION_FAILURES, ClientHandler, serve_client
+from gossip.connection import Connection, TransportStats, accept, connect, remote_address
+from gossip.handshake import NetworkMismatch, PeerBanned, WrongPeer
+from gossip.limits import PenaltyBook, TransportLimits, backoff_delay
+from gossip.links import ConnectError
+
+log = logging.getLogger("meshpay.transport")
+
+# The dialer closes an idle connection after idle_timeout; the accepting side waits longer, so in
+# the normal case it is never the one to cut a connection the other side is about to write on.
+INBOUND_IDLE_FACTOR = 2.0
+
+
+def _short(peer_id: bytes) -> str:
+    return peer_id.hex()[:12]
+
+
+def _describe(host: str, port: int, exc: BaseException) -> str:
+    where = f"{host}:{port}"
+    if isinstance(exc, (NetworkMismatch, WrongPeer)):
+        return f"{where} {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where}: {exc.strerror or exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+class _Peer:
+    """What we know about one remote peer id: where to dial it and what waits to go there."""
+
+    __slots__ = ("addr", "failures", "inbound", "out", "peer_id", "queue", "wake", "writing")
+
+    def __init__(self, peer_id: bytes) -> None:
+        self.peer_id = peer_id
+        self.addr: tuple[str, int] | None = None
+        self.queue: deque[bytes] = deque()
+        self.wake: trio.Event | None = None
+        self.writing = False
+        self.out: Connection | None = None
+        self.inbound: set[Connection] = set()
+        self.failures = 0  # consecutive failed dials/sends, for backoff
+
+    def connected(self) -> bool:
+        return self.out is not None and not self.out.closed
+
+    def unused(self) -> bool:
+        return not (self.addr or self.out or self.inbound or self.queue or self.writing)
+
+    def notify(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
+
+
+class TcpTransport:
+    """Peer links over TCP on 127.0.0.1 (or `host`). Start with `await nursery.start(t.serve)`."""
+
+    def __init__(
+        self,
+        identity: SigningKey,
+        network_id: bytes,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: TransportLimits = TransportLimits(),
+        client_handler: ClientHandler | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.public
+        self.network_id = network_id
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.client_handler = client_handler
+        self.stats = TransportStats()
+        self._inbound_send, self._inbound = trio.open_memory_channel[tuple[bytes, bytes]](
+            limits.inbound_queue
+        )
+        self._peers: dict[bytes, _Peer] = {}
+        self._book = PenaltyBook(limits.penalty_threshold, limits.penalty_half_life, limits.ban_seconds)
+        self._nursery: trio.Nursery | None = None
+        self._per_host: collections.Counter[str] = collections.Counter()
+        self._max_message = max_message(limits.max_frame)
+        self._rng = random.Random()
+
+    # ---- the Links interface -------------------------------------------------------------
+
+    @property
+    def inbound(self) -> trio.MemoryReceiveChannel[tuple[bytes, bytes]]:
+        return self._inbound
+
+    def send(self, peer_id: bytes, payload: bytes) -> bool:
+        peer = self._peers.get(peer_id)
+        nursery = self._nursery
+        if (
+            nursery is None
+            or peer is None
+            or peer.addr is None
+            or len(peer.queue) >= self.limits.max_queue
+            or len(payload) > self._max_message
+            or self.is_banned(peer_id)
+        ):
+            self.stats.messages_dropped += 1
+            return False
+        peer.queue.append(payload)
+        if peer.writing:
+            peer.notify()
+        else:
+            peer.writing = True
+            nursery.start_soon(self._write_loop, peer)
+        return True
+
+    def set_address(self, peer_id: bytes, host: str, port: int) -> None:
+        if peer_id == self.peer_id:
+            return
+        peer = self._peer(peer_id)
+        if peer.addr != (host, port):
+            peer.addr = (host, port)
+            peer.failures = 0
+
+    def forget(self, peer_id: bytes) -> None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None:
+            peer.addr = None
+            self._disconnect(peer)
+
+    def penalize(self, peer_id: bytes, penalty: int, reason: str) -> None:
+        log.log(logging.INFO if penalty > 0 else logging.DEBUG, "penalty %s for %s: %s",
+                penalty, _short(peer_id), reason)
+        if self._book.penalize(peer_id, penalty, trio.current_time()):
+            self.stats.bans += 1
+            log.warning("banning %s for %.0f s: %s", _short(peer_id), self.limits.ban_seconds, reason)
+            peer = self._peers.get(peer_id)
+            if peer is not None:
+                self._disconnect(peer)
+
+    async def dial(self, host: str, port: int, *, expect: bytes | None = None) -> bytes:
+        """Connect and handshake; the connection becomes our outbound link to the peer it proved."""
+        if self._nursery is None:
+            raise RuntimeError("dial() needs serve() running")
+        try:
+            conn = await connect(host, port, self.identity, self.network_id, self.limits, self.stats,
+                                 expect=expect, admit=self._admit)
+        except CONNECTION_FAILURES as exc:
+            self.stats.handshake_failures[type(exc).__name__] += 1
+            raise ConnectError(_describe(host, port, exc)) from exc
+        peer = self._peer(conn.peer_id)
+        peer.addr = (host, port)
+        self._adopt_outbound(peer, conn)
+        return conn.peer_id
+
+    # ---- public helpers ------------------------------------------------------------------
+
+    def is_banned(self, peer_id: bytes) -> bool:
+        return self._book.banned(peer_id, trio.current_time())
+
+    def connected(self, peer_id: bytes) -> bool:
+        """Whether we hold an open outbound connection to the peer."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.connected()
+
+    def queued(self, peer_id: bytes) -> int:
+        peer = self._peers.get(peer_id)
+        return len(peer.queue) if peer is not None else 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, then run every connection's task until cancelled."""
+        if self._nursery is not None:
+            raise RuntimeError("serve() is already running")
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(partial(trio.serve_listeners, self._handle_inbound, listeners,
+                                           handler_nursery=nursery))
+                log.info("%s listening on %s:%d", _short(self.peer_id), self.host, self.port)
+                task_status.started(self.port)
+        finally:
+            self._nursery = None
+            for peer in self._peers.values():
+                self._close_connections(peer)
+
+    # ---- outbound ------------------------------------------------------------------------
+
+    def _peer(self, peer_id: bytes) -> _Peer:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            peer = self._peers[peer_id] = _Peer(peer_id)
+        return peer
+
+    def _admit(self, peer_id: bytes, role: int) -> None:
+        if role == ROLE_PEER and self.is_banned(peer_id):
+            raise PeerBanned("banned here for misbehaviour; try again later")
+
+    async def _write_loop(self, peer: _Peer) -> None:
+        try:
+            while True:
+                if not peer.queue:
+                    if not await self._wait_for_messages(peer):
+                        return
+                    continue
+                conn = peer.out if peer.connected() else await self._reconnect(peer)
+                if conn is None:
+                    return
+                batch = take_batch(peer.queue, self.limits.max_frame)
+                try:
+                    await conn.send(batch)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    # send_all raised, so the frame was not completely written and the other side
+                    # cannot have opened it: resending on a new connection cannot duplicate.
+                    if peer.addr is not None and not self.is_banned(peer.peer_id):
+                        peer.queue.extendleft(reversed(batch))
+                    else:
+                        self.stats.messages_dropped += len(batch)
+                    peer.failures += 1
+                    if not conn.closed:
+                        log.info("send to %s failed: %s: %s", _short(peer.peer_id), type(exc).__name__, exc)
+                        conn.close()
+                    continue
+                peer.failures = 0
+        finally:
+            peer.writing = False
+            peer.wake = None
+            self._drop_if_unused(peer)
+
+    async def _wait_for_messages(self, peer: _Peer) -> bool:
+        """Wait for something to send; False when the writer should stop (idle or disconnected)."""
+        if not peer.connected():
+            return False
+        with trio.move_on_after(self.limits.idle_timeout):
+            while not peer.queue:
+                if not peer.connected():
+                    return False
+                peer.wake = trio.Event()
+                await peer.wake.wait()
+            return True
+        log.debug("closing idle connection to %s", _short(peer.peer_id))
+        if peer.out is not None:
+            peer.out.close()
+        return False
+
+    async def _reconnect(self, peer: _Peer) -> Connection | None:
+        """Dial the peer's address until it works, with backoff; None when there is no point any
+        more (nothing queued, address forgotten, peer banned)."""
+        while True:
+            if not peer.queue or peer.addr is None:
+                return None
+            if self.is_banned(peer.peer_id):
+                self._drop_queue(peer)
+                return None
+            if peer.connected():  # dial() got there first
+                return peer.out
+            if peer.failures:
+                await trio.sleep(backoff_delay(peer.failures, self.limits.backoff_min,
+                                               self.limits.backoff_max, self._rng))
+                if not peer.queue or peer.addr is None or peer.connected():
+                    continue  # things changed while we slept: re-check from the top
+            host, port = peer.addr
+            try:
+                conn = await connect(host, port, self.identity, self.network_id, self.limits,
+                                     self.stats, expect=peer.peer_id, admit=self._admit)
+            except CONNECTION_FAILURES as exc:
+                peer.failures += 1
+                self.stats.handshake_failures[type(exc).__name__] += 1
+                log.info("dial %s at %s:%d failed (attempt %d): %s: %s", _short(peer.peer_id), host,
+                         port, peer.failures, type(exc).__name__, exc)
+                continue
+            if peer.addr is None or self._peers.get(peer.peer_id) is not peer:
+                conn.close()  # forgotten while we were dialing
+                return None
+            return self._adopt_outbound(peer, conn)
+
+    def _adopt_outbound(self, peer: _Peer, conn: Connection) -> Connection:
+        if peer.connected():
+            conn.close()
+            assert peer.out is not None
+            return peer.out
+        nursery = self._nursery
+        if nursery is None:
+            conn.close()
+            raise trio.ClosedResourceError("the transport stopped")
+        peer.out = conn
+        self.stats.connections_dialed += 1
+        self.stats.connections_open += 1
+        nursery.start_soon(self._read_outbound, peer, conn)
+        if peer.queue and not peer.writing:
+            peer.writing = True
+            nursery.start_soon(self._write_loop, peer)
+        return conn
+
+    async def _read_outbound(self, peer: _Peer, conn: Connection) -> None:
+        # The other side sends on its own connection, but reading this one is how we learn that
+        # it closed (so the writer redials) and it accepts whatever the other side sends here.
+        try:
+            await self._read_loop(conn, idle=None)
+        finally:
+            if peer.out is conn:
+                peer.out = None
+            self.stats.connections_open -= 1
+            peer.notify()
+            self._drop_if_unused(peer)
+
+    # ---- inbound -------------------------------------------------------------------------
+
+    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
+        host, port = remote_address(stream)
+        limits = self.limits
+        refusal = None
+        if self.stats.inbound_sockets >= limits.max_connections:
+            refusal = "max_connections"
+        elif self._per_host[host] >= limits.max_per_address:
+            refusal = "max_per_address"
+        if refusal is not None:
+            self.stats.connections_refused[refusal] += 1
+            log.info("refusing %s:%d: %s reached", host, port, refusal)
+            stream.socket.close()
+            return
+        self.stats.inbound_sockets += 1
+        self._per_host[host] += 1
+        try:
+            try:
+                conn = await accept(stream, self.identity, self.network_id, limits, self.stats,
+                                    accept_roles=self._accept_roles(), admit=self._admit)
+            except CONNECTION_FAILURES as exc:
+                self.stats.handshake_failures[type(exc).__name__] += 1
+                log.info("handshake from %s:%d failed: %s: %s", host, port, type(exc).__name__, exc)
+                return
+            self.stats.connections_accepted += 1
+            self.stats.connections_open += 1
+            try:
+                if conn.role == ROLE_CLIENT:
+                    await self._run_client(conn)
+                else:
+                    await self._run_inbound_peer(conn)
+            finally:
+                self.stats.connections_open -= 1
+        finally:
+            self.stats.inbound_sockets -= 1
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
+            stream.socket.close()
+
+    def _accept_roles(self) -> frozenset[int]:
+        return frozenset({ROLE_PEER, ROLE_CLIENT}) if self.client_handler else frozenset({ROLE_PEER})
+
+    async def _run_inbound_peer(self, conn: Connection) -> None:
+        peer = self._peer(conn.peer_id)
+        peer.inbound.add(conn)
+        try:
+            await self._read_loop(conn, idle=self.limits.idle_timeout * INBOUND_IDLE_FACTOR)
+        finally:
+            peer.inbound.discard(conn)
+            self._drop_if_unused(peer)
+
+    async def _run_client(self, conn: Connection) -> None:
+        assert self.client_handler is not None
+        try:
+            await serve_client(conn, self.client_handler, self.limits)
+        finally:
+            conn.close()
+
+    async def _read_loop(self, conn: Connection, *, idle: float | None) -> None:
+        """Deliver a connection's messages to `inbound` until it ends; never raises for it."""
+        who = _short(conn.peer_id)
+        deliver = self._inbound_send
+        try:
+            while True:
+                if idle is None:
+                    messages = await conn.receive()
+                else:
+                    with trio.fail_after(idle):
+                        messages = await conn.receive()
+                if messages is None:
+                    log.debug("%s closed its connection", who)
+                    return
+                for msg in messages:
+                    try:
+                        deliver.send_nowait((conn.peer_id, msg))
+                    except trio.WouldBlock:
+                        await deliver.send((conn.peer_id, msg))  # backpressure on the sender's TCP
+        except RemoteProtocolError as exc:
+            if not conn.closed:
+                self.stats.protocol_errors[type(exc).__name__] += 1
+                log.warning("%s broke the protocol: %s: %s", who, type(exc).__name__, exc)
+                conn.close()
+                self.penalize(conn.peer_id, exc.penalty, f"{type(exc).__name__}: {exc}")
+        except trio.TooSlowError:
+            log.debug("closing connection from %s idle for %.0f s", who, idle)
+        except CONNECTION_FAILURES as exc:
+            if not conn.closed:
+                log.info("connection with %s failed: %s: %s", who, type(exc).__name__, exc)
+        finally:
+            conn.close()
+
+    # ---- teardown ------------------------------------------------------------------------
+
+    def _disconnect(self, peer: _Peer) -> None:
+        self._drop_queue(peer)
+        self._close_connections(peer)
+        peer.notify()
+
+    def _drop_queue(self, peer: _Peer) -> None:
+        self.stats.messages_dropped += len(peer.queue)
+        peer.queue.clear()
+
+    def _close_connections(self, peer: _Peer) -> None:
+        if peer.out is not None:
+            peer.out.close()
+        for conn in list(peer.inbound):
+            conn.close()
+
+    def _drop_if_unused(self, peer: _Peer) -> None:
+        if peer.unused() and self._peers.get(peer.peer_id) is peer:
+            del self._peers[peer.peer_id]
