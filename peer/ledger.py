@@ -1,0 +1,209 @@
+"""The ledger state machine of one owner: accounts, locks, and applying certificates.
+
+State is kept in memory and written through to the store in the caller's batch; the caller makes
+the batch durable (group commit) before acting on it (sending a vote or an `Applied`). Because the
+writer keeps submission order, what is in memory is always a prefix-extension of what is on disk,
+and a crash loses at most a suffix that the protocol re-derives (certificates are re-delivered or
+pulled; a vote that was never sent was never relied upon).
+
+Rules:
+- A credit is applied once per order id, at every owner of the recipient.
+- A debit is applied at every owner of the sender strictly in sequence order: a certificate ahead of
+  `next_seq` waits (persisted) until the ones before it arrive, and the gap is reported so the caller
+  can pull the missing certificates.
+- Applying never checks the balance: a certificate is final. An owner that missed a credit can show
+  a negative balance until anti-entropy brings the credit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from crypto.messages import Certificate, Order
+from peer.genesis import Genesis
+from peer.ring import Ring
+from store import layout
+from store.db import Batch, Store
+from store.layout import AccountState, HistoryEntry, Lock
+
+APPLIED_CACHE = 500_000  # order ids whose flags stay in memory (far beyond any write still in flight)
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    sides: int = 0  # sides applied (now or before) that this peer owns
+    newly: list[Certificate] = field(default_factory=list)  # applied by this call (incl. chained)
+    gap: tuple[bytes, int, int] | None = None  # (sender, have next_seq, need up to seq)
+    conflict: bytes | None = None  # order id of a different certificate at the same (sender, seq)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(32, "big")
+
+
+class Ledger:
+    def __init__(self, store: Store, ring: Ring, me: bytes) -> None:
+        self.store = store
+        self.ring = ring
+        self.me = me
+        self.accounts: dict[bytes, AccountState] = {}
+        self.locks: dict[tuple[bytes, int], Lock] = {}
+        self.waiting: dict[bytes, dict[int, Certificate]] = {}
+        self._applied: OrderedDict[bytes, int] = OrderedDict()
+        self.conflicts: list[tuple[bytes, int, bytes, bytes]] = []  # (sender, seq, applied, other)
+
+    # ---- startup ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Read the owned state back after a restart."""
+        for account, state in self.store.accounts():
+            self.accounts[account] = state
+        for account, seq, lock in self.store.locks():
+            self.locks[(account, seq)] = lock
+        for account, seq, order_id in self.store.waiting():
+            raw = self.store.get_cert(order_id)
+            if raw is not None:
+                self.waiting.setdefault(account, {})[seq] = Certificate.decode(raw)
+
+    def genesis_batch(self, genesis: Genesis) -> Batch | None:
+        """The initial balances this peer owns, once per database."""
+        if self.store.get_meta("genesis") is not None:
+            return None
+        batch = Batch()
+        for alloc in genesis.allocations:
+            if self.owns(alloc.account):
+                state = AccountState(balance=alloc.amount)
+                self.accounts[alloc.account] = state
+                batch.put_account(alloc.account, state)
+        batch.put_meta("genesis", genesis.network_id)
+        return batch
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def owns(self, account: bytes) -> bool:
+        return self.me in self.ring.owners(account)
+
+    def account(self, account: bytes) -> AccountState:
+        """This owner's view of an account (a fresh, empty one if never seen)."""
+        state = self.accounts.get(account)
+        if state is None:
+            state = self.accounts[account] = AccountState()
+        return state
+
+    def peek(self, account: bytes) -> AccountState | None:
+        return self.accounts.get(account)
+
+    def applied(self, order_id: bytes) -> int:
+        flags = self._applied.get(order_id)
+        if flags is None:
+            flags = self.store.get_applied(order_id)
+        return flags
+
+    def debit_at(self, account: bytes, seq: int) -> bytes | None:
+        return self.store.get_debit(account, seq)
+
+    def pending_lock(self, account: bytes) -> Lock | None:
+        state = self.accounts.get(account)
+        return None if state is None else self.locks.get((account, state.next_seq))
+
+    # ---- locks ----------------------------------------------------------------------------------
+    def lock(self, account: bytes, seq: int, order: Order, vote_bytes: bytes, batch: Batch) -> Lock:
+        lock = Lock(order.encode(), vote_bytes)
+        self.locks[(account, seq)] = lock
+        batch.put_lock(account, seq, lock)
+        return lock
+
+    # ---- applying -------------------------------------------------------------------------------
+    def apply(self, cert: Certificate, batch: Batch) -> ApplyResult:
+        """Apply the sides of a (verified) certificate this peer owns; idempotent."""
+        result = ApplyResult()
+        order = cert.order
+        oid = order.id
+        flags = self.applied(oid)
+        new_flags = flags
+        store_cert = False
+        if self.owns(order.recipient):
+            result.sides |= layout.APPLIED_CREDIT
+            if not flags & layout.APPLIED_CREDIT:
+                self._credit(order, oid, batch)
+                new_flags |= layout.APPLIED_CREDIT
+                store_cert = True
+        if self.owns(order.sender):
+            if flags & layout.APPLIED_DEBIT:
+                result.sides |= layout.APPLIED_DEBIT
+            else:
+                state = self.account(order.sender)
+                if order.seq == state.next_seq:
+                    self._debit(order, oid, batch)
+                    new_flags |= layout.APPLIED_DEBIT
+                    result.sides |= layout.APPLIED_DEBIT
+                    store_cert = True
+                    self._chain(order.sender, batch, result)
+                elif order.seq > state.next_seq:
+                    waiting = self.waiting.setdefault(order.sender, {})
+                    if order.seq not in waiting:
+                        waiting[order.seq] = cert
+                        batch.put_waiting(order.sender, order.seq, oid)
+                        store_cert = True
+                    result.gap = (order.sender, state.next_seq, order.seq)
+                else:
+                    applied_id = self.debit_at(order.sender, order.seq)
+                    if applied_id is not None and applied_id != oid:
+                        # Two certificates for one (sender, seq): only possible if more owners
+                        # misbehaved than the quorum tolerates. Keep the evidence, apply nothing.
+                        result.conflict = applied_id
+                        self.conflicts.append((order.sender, order.seq, applied_id, oid))
+        if store_cert:
+            batch.put_cert(oid, cert.encode())
+        if new_flags != flags:
+            result.newly.insert(0, cert)
+            self._set_applied(oid, new_flags, batch)
+        return result
+
+    def _credit(self, order: Order, oid: bytes, batch: Batch) -> None:
+        state = self.account(order.recipient)
+        state.balance += order.amount
+        state.credits += 1
+        state.credit_digest = _xor(state.credit_digest, oid)
+        batch.put_history(order.recipient, state.history, HistoryEntry(oid, layout.DIRECTION_CREDIT))
+        state.history += 1
+        batch.put_account(order.recipient, state)
+
+    def _debit(self, order: Order, oid: bytes, batch: Batch) -> None:
+        state = self.account(order.sender)
+        state.balance -= order.amount
+        batch.put_debit(order.sender, order.seq, oid)
+        if self.locks.pop((order.sender, order.seq), None) is not None:
+            batch.delete_lock(order.sender, order.seq)
+        state.next_seq = order.seq + 1
+        batch.put_history(order.sender, state.history, HistoryEntry(oid, layout.DIRECTION_DEBIT))
+        state.history += 1
+        batch.put_account(order.sender, state)
+
+    def _chain(self, sender: bytes, batch: Batch, result: ApplyResult) -> None:
+        """Apply waiting debits that the one just applied made current."""
+        waiting = self.waiting.get(sender)
+        while waiting:
+            state = self.account(sender)
+            cert = waiting.pop(state.next_seq, None)
+            if cert is None:
+                break
+            batch.delete_waiting(sender, cert.order.seq)
+            oid = cert.order.id
+            flags = self.applied(oid)
+            if flags & layout.APPLIED_DEBIT:
+                continue
+            self._debit(cert.order, oid, batch)
+            self._set_applied(oid, flags | layout.APPLIED_DEBIT, batch)
+            result.newly.append(cert)
+        if waiting is not None and not waiting:
+            del self.waiting[sender]
+        if waiting:
+            state = self.account(sender)
+            result.gap = (sender, state.next_seq, min(waiting))
+
+    def _set_applied(self, oid: bytes, flags: int, batch: Batch) -> None:
+        self._applied[oid] = flags
+        self._applied.move_to_end(oid)
+        if len(self._applied) > APPLIED_CACHE:
+            self._applied.popitem(last=False)
+        batch.put_applied(oid, flags)

@@ -1,0 +1,132 @@
+"""A peer: membership, broadcast and settlement on one runtime, over one store.
+
+This is the unit the daemon runs on TCP and the simulator runs on in-memory links; the only
+differences are the `Links`, the clock, and whether writes are fsynced from a thread.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import trio
+
+from crypto.errors import DecodeError
+from crypto.keys import SigningKey
+from crypto.messages import Certificate, Order, PeerRecord
+from gossip.broadcast import Broadcast, BroadcastConfig
+from gossip.links import Links
+from gossip.membership import Membership, MembershipConfig
+from gossip.runtime import Runtime
+from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayConfig, Payment, PaymentEvent
+from peer.genesis import Genesis
+from peer.settlement import MESSAGE_TYPES, Settlement
+from peer.sync import SyncConfig
+from store.db import Store
+from store.group_commit import GroupCommitWriter
+
+ROLE_COMMITTEE = 1
+_RANK = {"pending": 0, CERTIFIED: 1, SETTLED: 2, FAILED: 3}
+
+
+@dataclass
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_port: int = 0
+    seeds: list[tuple[str, int]] = field(default_factory=list)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    broadcast: BroadcastConfig = field(default_factory=BroadcastConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    fsync: bool = True
+    writer_thread: bool = True
+    flush_delay: float = 0.0
+
+
+class Node:
+    def __init__(self, key: SigningKey, genesis: Genesis, store: Store, links: Links, config: NodeConfig,
+                 *, rng: random.Random | None = None, settlement_class: type[Settlement] = Settlement) -> None:
+        self.key = key
+        self.id = key.public
+        self.genesis = genesis
+        self.store = store
+        self.links = links
+        self.config = config
+        rng = rng or random.Random()
+        stored = store.get_meta("incarnation")
+        incarnation = (stored + 1) if isinstance(stored, int) else 0
+        seeds = list(config.seeds)
+        for peer_id, raw in store.peers():
+            try:
+                record = PeerRecord.decode(raw)
+            except DecodeError:
+                continue
+            if peer_id != self.id and (record.host, record.port) not in seeds:
+                seeds.append((record.host, record.port))
+        roles = ROLE_COMMITTEE if self.id in genesis.committee else 0
+        self.membership = Membership(key, genesis.network_id, config.host, config.port,
+                                     api_port=config.api_port, roles=roles, incarnation=incarnation,
+                                     seeds=seeds, config=config.membership, rng=rng)
+        self.settlement = settlement_class(key, genesis, store, alive=self.membership.alive, rng=rng,
+                                     gateway_config=config.gateway, sync_config=config.sync)
+        self.broadcast = Broadcast(genesis.network_id, self.membership.alive,
+                                   validate=self.settlement.validate_broadcast, config=config.broadcast, rng=rng)
+        self.writer = GroupCommitWriter(store, sync=config.fsync, in_thread=config.writer_thread,
+                                        flush_delay=config.flush_delay)
+        self.runtime = Runtime(links, self.membership, self.broadcast, writer=self.writer, store=store)
+        self.runtime.add_service(self.settlement, MESSAGE_TYPES)
+        self.runtime.subscribe(self.settlement.on_event)
+        self.runtime.subscribe(self._on_event)
+        self._latest: dict[bytes, PaymentEvent] = {}
+        self._waiters: dict[bytes, list[trio.Event]] = defaultdict(list)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.writer.run)
+            self.settlement.start(trio.current_time())
+            await nursery.start(self.runtime.run)
+            task_status.started()
+
+    # ---- clients -------------------------------------------------------------------------------
+    def submit(self, order: Order) -> Payment:
+        """Start or join a payment as its gateway (raises `OrderRejected`, `GatewayFull`)."""
+        try:
+            payment = self.settlement.submit(order, trio.current_time())
+        finally:
+            self.runtime.perform(self.settlement.out.drain())
+        return payment
+
+    async def wait(self, order_id: bytes, status: str, timeout: float) -> PaymentEvent | None:
+        """Wait until the payment reaches `status` (or fails); None on timeout."""
+        with trio.move_on_after(timeout):
+            while True:
+                event = self._current(order_id)
+                if event is not None and (_RANK[event.status] >= _RANK[status]):
+                    return event
+                waiter = trio.Event()
+                self._waiters[order_id].append(waiter)
+                await waiter.wait()
+        return self._current(order_id) if self._reached(order_id, status) else None
+
+    def _reached(self, order_id: bytes, status: str) -> bool:
+        event = self._current(order_id)
+        return event is not None and _RANK[event.status] >= _RANK[status]
+
+    def _current(self, order_id: bytes) -> PaymentEvent | None:
+        p = self.settlement.gateway.lookup(order_id)
+        if p is not None:
+            return p.event()
+        return self._latest.get(order_id)
+
+    def _on_event(self, event: object) -> None:
+        if type(event) is PaymentEvent:
+            self._latest[event.order_id] = event
+            if len(self._latest) > 100_000:
+                self._latest.pop(next(iter(self._latest)))
+            for waiter in self._waiters.pop(event.order_id, ()):
+                waiter.set()
+
+    def certificate(self, order_id: bytes) -> Certificate | None:
+        return self.settlement.payment(order_id)[1]

@@ -1,0 +1,201 @@
+"""Catch-up and anti-entropy between owners of the same accounts.
+
+Certificates prove themselves, so an owner can pull what it missed from any co-owner without
+trusting it: whatever comes back is verified like any other certificate.
+
+- Catch-up: an owner that sees a debit ahead of its `next_seq` (a vote request or a certificate)
+  asks a co-owner for the certificates in the gap (`CertRange`), one request per account in flight.
+- Anti-entropy: every `ae_interval` an owner sends a random co-owner a digest of the accounts both
+  own, in 64 buckets. The co-owner answers with its per-account state for the buckets that differ;
+  the first side then pulls debits it lacks (`CertRange`) and, where the credit sets differ, the list
+  of credit ids (`CreditsRequest`) and the certificates it is missing (`CertFetch`). Both sides run
+  rounds, so each pulls what it lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from crypto.errors import DecodeError
+from crypto.messages import Certificate
+from gossip.effects import Outbox
+from peer.ledger import Ledger
+from peer.wire import (
+    AE_BUCKETS,
+    MAX_BATCH_CERTS,
+    MAX_IDS,
+    AEAccounts,
+    AEDigest,
+    AEEntry,
+    CertBatch,
+    CertFetch,
+    CertRange,
+    CreditsReply,
+    CreditsRequest,
+)
+from store import layout
+from store.layout import AccountState
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    catch_up_timeout: float = 1.0
+    ae_interval: float = 2.0
+    max_ae_entries: int = 4096
+
+
+class Sync:
+    def __init__(self, ledger: Ledger, out: Outbox, rng: random.Random, alive: Callable[[], list[bytes]],
+                 apply: Callable[[Certificate, bytes], None], config: SyncConfig | None = None) -> None:
+        self.ledger = ledger
+        self.ring = ledger.ring
+        self.me = ledger.me
+        self.out = out
+        self.rng = rng
+        self.alive = alive
+        self.apply = apply  # verify and apply a pulled certificate (src for penalties)
+        self.config = config or SyncConfig()
+        self._catching_up: dict[bytes, float] = {}  # sender -> when the request expires
+        self._next_ae = float("inf")
+        self.counters = {"catch_up_requests": 0, "ae_rounds": 0, "ae_repairs": 0, "certs_pulled": 0}
+
+    def start(self, now: float) -> None:
+        self._next_ae = now + self.config.ae_interval * (0.5 + self.rng.random())
+
+    # ---- catch-up ---------------------------------------------------------------------------------
+    def need(self, sender: bytes, have: int, upto: int, now: float, prefer: bytes | None = None) -> None:
+        """We lack `sender`'s debits from `have` to before `upto`: ask a co-owner."""
+        if upto <= have:
+            return
+        expires = self._catching_up.get(sender)
+        if expires is not None and expires > now:
+            return
+        peer = self._co_owner(sender, prefer)
+        if peer is None:
+            return
+        self._catching_up[sender] = now + self.config.catch_up_timeout
+        self.counters["catch_up_requests"] += 1
+        self.out.send(peer, CertRange(sender, have, min(upto - have, MAX_BATCH_CERTS)))
+
+    def _co_owner(self, account: bytes, prefer: bytes | None) -> bytes | None:
+        live = set(self.alive())
+        owners = [p for p in self.ring.owners(account) if p != self.me and p in live]
+        if prefer is not None and prefer in owners:
+            return prefer
+        return self.rng.choice(owners) if owners else None
+
+    # ---- serving ---------------------------------------------------------------------------------
+    def on_cert_range(self, src: bytes, msg: CertRange) -> None:
+        certs = []
+        for seq in range(msg.start, msg.start + msg.count):
+            oid = self.ledger.debit_at(msg.account, seq)
+            if oid is None:
+                break
+            raw = self.ledger.store.get_cert(oid)
+            if raw is None:
+                break
+            certs.append(Certificate.decode(raw))
+        if certs:
+            self.out.send(src, CertBatch(tuple(certs)))
+
+    def on_cert_fetch(self, src: bytes, msg: CertFetch) -> None:
+        certs = []
+        for oid in msg.ids:
+            raw = self.ledger.store.get_cert(oid)
+            if raw is not None:
+                certs.append(Certificate.decode(raw))
+            if len(certs) == MAX_BATCH_CERTS:
+                self.out.send(src, CertBatch(tuple(certs)))
+                certs = []
+        if certs:
+            self.out.send(src, CertBatch(tuple(certs)))
+
+    def on_cert_batch(self, src: bytes, msg: CertBatch, now: float) -> None:
+        senders = set()
+        for cert in msg.certs:
+            self.counters["certs_pulled"] += 1
+            senders.add(cert.order.sender)
+            self.apply(cert, src)
+        for sender in senders:
+            self._catching_up.pop(sender, None)
+
+    def on_credits_request(self, src: bytes, msg: CreditsRequest) -> None:
+        ids: list[bytes] = []
+        prefix = layout.HISTORY + msg.account
+        next_after = 0
+        for key, value in self.ledger.store.scan(prefix, start=layout.history_key(msg.account, msg.after)):
+            index = layout.read_u64(key[33:])
+            try:
+                entry = layout.HistoryEntry.decode(value)
+            except DecodeError:
+                continue
+            if entry.direction == layout.DIRECTION_CREDIT:
+                ids.append(entry.order_id)
+                if len(ids) == MAX_IDS:
+                    next_after = index + 1
+                    break
+        self.out.send(src, CreditsReply(msg.account, tuple(ids), next_after))
+
+    def on_credits_reply(self, src: bytes, msg: CreditsReply) -> None:
+        missing = tuple(oid for oid in msg.ids if not self.ledger.applied(oid) & layout.APPLIED_CREDIT)
+        if missing:
+            self.counters["ae_repairs"] += len(missing)
+            self.out.send(src, CertFetch(missing))
+        if msg.next_after:
+            self.out.send(src, CreditsRequest(msg.account, msg.next_after))
+
+    # ---- anti-entropy ------------------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        return self._next_ae
+
+    def tick(self, now: float) -> None:
+        for sender in [s for s, t in self._catching_up.items() if t <= now]:
+            del self._catching_up[sender]
+        if now < self._next_ae:
+            return
+        self._next_ae = now + self.config.ae_interval
+        live = [p for p in self.alive() if p in self.ring.committee and p != self.me]
+        if not live or self.me not in self.ring.committee:
+            return
+        peer = self.rng.choice(live)
+        self.counters["ae_rounds"] += 1
+        self.out.send(peer, AEDigest(self._buckets(peer)))
+
+    def on_digest(self, src: bytes, msg: AEDigest) -> None:
+        mine = self._buckets(src)
+        differ = {i for i in range(AE_BUCKETS) if mine[i] != msg.buckets[i]}
+        if not differ:
+            return
+        entries = []
+        for account, state in self._shared(src):
+            if account[0] % AE_BUCKETS in differ:
+                entries.append(AEEntry(account, state.next_seq, state.credits, state.credit_digest))
+                if len(entries) >= self.config.max_ae_entries:
+                    break
+        self.out.send(src, AEAccounts(tuple(entries)))
+
+    def on_accounts(self, src: bytes, msg: AEAccounts, now: float) -> None:
+        for entry in msg.entries:
+            if not self.ledger.owns(entry.account) or src not in self.ring.owners(entry.account):
+                continue
+            mine = self.ledger.peek(entry.account) or AccountState()
+            if mine.next_seq < entry.next_seq:
+                self.need(entry.account, mine.next_seq, entry.next_seq, now, prefer=src)
+            if entry.credits and (entry.credits, entry.credit_digest) != (mine.credits, mine.credit_digest):
+                self.out.send(src, CreditsRequest(entry.account, 0))
+
+    def _shared(self, peer: bytes) -> list[tuple[bytes, AccountState]]:
+        owners = self.ring.owners
+        return [(a, s) for a, s in self.ledger.accounts.items() if peer in owners(a)
+                and (s.next_seq or s.credits or s.balance)]
+
+    def _buckets(self, peer: bytes) -> tuple[bytes, ...]:
+        acc = [0] * AE_BUCKETS
+        for account, state in self._shared(peer):
+            h = hashlib.sha256(account + state.next_seq.to_bytes(8, "big") + state.credits.to_bytes(8, "big")
+                               + state.credit_digest).digest()
+            acc[account[0] % AE_BUCKETS] ^= int.from_bytes(h[:8], "big")
+        return tuple(x.to_bytes(8, "big") for x in acc)

@@ -1,0 +1,158 @@
+"""A settlement network in simulation: real Nodes (with real RocksDB stores) on SimLinks.
+
+Used by the bank-workload tests and the settlement benchmark. Crashing a peer drops its memory
+(the Node object) but keeps its store directory; restarting builds a new Node on the same store.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from crypto.keys import SigningKey
+from gossip.broadcast import BroadcastConfig
+from gossip.membership import MembershipConfig
+from peer.gateway import GatewayConfig
+from peer.genesis import Allocation, Genesis
+from peer.node import Node, NodeConfig
+from peer.settlement import Settlement
+from peer.sync import SyncConfig
+from store.db import Store
+from tests.sim.network import LinkProfile, SimNetwork
+
+HOST = "sim"
+
+
+def derive(seed: int, label: str, index: int) -> SigningKey:
+    return SigningKey.from_seed(random.Random(f"{seed}/{label}/{index}").randbytes(32))
+
+
+@dataclass
+class Peer:
+    index: int
+    key: SigningKey
+    path: Path
+    node: Node | None = None
+    store: Store | None = None
+    scope: trio.CancelScope | None = None
+    up: bool = False
+    boots: int = 0
+    settlement_class: type[Settlement] = Settlement
+
+    @property
+    def id(self) -> bytes:
+        return self.key.public
+
+
+@dataclass
+class BankNetwork:
+    seed: int
+    peers: int = 8
+    accounts: int = 60
+    replication: int = 4
+    quorum: int = 3
+    balance: int = 1_000_000
+    profile: LinkProfile = field(default_factory=LinkProfile)
+    byzantine: dict[int, type[Settlement]] = field(default_factory=dict)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    sync: SyncConfig = field(default_factory=lambda: SyncConfig(ae_interval=2.0))
+    fsync: bool = False
+    writer_thread: bool = False
+    flush_delay: float = 0.002
+    root: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.net = SimNetwork(self.seed, self.profile)
+        self._own_root = self.root is None
+        self.root = Path(tempfile.mkdtemp(prefix="meshpay-sim-")) if self.root is None else self.root
+        self.keys = [derive(self.seed, "account", i) for i in range(self.accounts)]
+        self.members = [
+            Peer(i, derive(self.seed, "peer", i), self.root / f"peer{i}",
+                 settlement_class=self.byzantine.get(i, Settlement))
+            for i in range(self.peers)
+        ]
+        self.genesis = Genesis(
+            f"sim-{self.seed}", tuple(p.id for p in self.members), self.replication, self.quorum, 64,
+            tuple(Allocation(k.public, self.balance) for k in self.keys),
+            random.Random(f"{self.seed}/nonce").randbytes(16),
+        ).validate()
+        self.network_id = self.genesis.network_id
+        self._nursery: trio.Nursery | None = None
+        trio._core._run._r.seed(self.seed)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await nursery.start(self.net.run)
+        for peer in self.members:
+            await self.boot(peer)
+
+    async def boot(self, peer: Peer) -> None:
+        assert self._nursery is not None
+        if peer.path.exists():
+            peer.store = Store.open(peer.path, self.network_id)
+        else:
+            peer.store = Store.create(peer.path, self.network_id)
+        links = self.net.attach(peer.id, HOST, peer.index + 1)
+        config = NodeConfig(
+            host=HOST, port=peer.index + 1, seeds=[(HOST, 1)] if peer.index else [(HOST, 2)],
+            membership=self.membership, broadcast=BroadcastConfig(), gateway=self.gateway, sync=self.sync,
+            fsync=self.fsync, writer_thread=self.writer_thread, flush_delay=self.flush_delay,
+        )
+        rng = random.Random(f"{self.seed}/peer/{peer.index}/{peer.boots}")
+        peer.node = Node(peer.key, self.genesis, peer.store, links, config, rng=rng,
+                         settlement_class=peer.settlement_class)
+        peer.boots += 1
+        peer.up = True
+        await self._nursery.start(self._run, peer)
+
+    async def _run(self, peer: Peer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            peer.scope = scope
+            assert peer.node is not None
+            await peer.node.run(task_status=task_status)
+
+    def crash(self, peer: Peer) -> None:
+        """Lose the peer's memory and in-flight writes; keep what reached its store."""
+        assert peer.scope is not None and peer.store is not None
+        peer.scope.cancel()
+        peer.up = False
+        self.net.detach(peer.id)
+        peer.store.close()
+        peer.store = None
+        peer.node = None
+
+    async def restart(self, peer: Peer) -> None:
+        await trio.sleep(0)  # let the cancelled node unwind before its store is reopened
+        await self.boot(peer)
+
+    def close(self) -> None:
+        for peer in self.members:
+            if peer.store is not None:
+                peer.store.close()
+                peer.store = None
+        if self._own_root and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def live(self) -> list[Peer]:
+        return [p for p in self.members if p.up]
+
+    def owners(self, account: bytes) -> list[Peer]:
+        ids = set(self.members[0].node.settlement.ring.owners(account)) if self.members[0].node else set()
+        return [p for p in self.members if p.id in ids]
+
+    async def wait_for(self, predicate: Callable[[], bool], *, timeout: float, step: float = 0.5) -> float | None:
+        start = trio.current_time()
+        while trio.current_time() - start <= timeout:
+            if predicate():
+                return trio.current_time() - start
+            await trio.sleep(step)
+        return None
