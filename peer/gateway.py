@@ -192,7 +192,7 @@ class Gateway:
             if p is None or p.timer != timer:
                 continue
             if p.status == PENDING:
-                if now - p.created >= self.config.deadline:
+                if now >= p.created + self.config.deadline:
                     self._fail(p, "timeout", f"no quorum of votes within {self.config.deadline:.0f} s", now)
                 else:
                     self._ask_votes(p, now)
@@ -205,7 +205,7 @@ class Gateway:
         for owner in p.owners_from:
             if owner not in p.votes and owner not in p.refused:
                 self.out.send(owner, request)
-        delay = min(self.config.vote_timeout * self.config.backoff ** p.rounds, self.config.deadline / 4)
+        delay = min(self.config.vote_timeout * self.config.backoff ** min(p.rounds, 16), self.config.deadline / 4)
         p.rounds += 1
         p.retry.clear()
         self._schedule(min(now + delay, p.created + self.config.deadline), p)
@@ -234,7 +234,7 @@ class Gateway:
             need_credit = owner in p.owners_to and owner not in p.credit_acks
             if need_debit or need_credit:
                 self.out.send(owner, delivery)
-        self._schedule(now + self.config.delivery_timeout * self.config.backoff ** (p.deliveries - 1), p)
+        self._schedule(now + self.config.delivery_timeout * self.config.backoff ** min(p.deliveries - 1, 16), p)
 
     def _fail_from_refusals(self, p: Payment, now: float) -> None:
         codes = Counter(code for code, _, _ in p.refused.values())
