@@ -31,6 +31,10 @@ class DecodeError(RemoteProtocolError):
     """Bytes that are not exactly the canonical encoding of a valid message."""
 
 
+class MessageError(MeshpayError, ValueError):
+    """A message built locally with invalid fields: our own bug or misuse, never the remote's fault."""
+
+
 class SignatureError(RemoteProtocolError):
     """A signature that does not verify for the claimed key, purpose and network."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from crypto import codec
-from crypto.errors import DecodeError
+from crypto.errors import DecodeError, MessageError
 
 U16_MAX = (1 << 16) - 1
 U32_MAX = (1 << 32) - 1
@@ -143,7 +143,7 @@ class Message:
         for name, spec in self._specs:
             reason = spec.check(getattr(self, name))
             if reason is not None:
-                raise DecodeError(f"{type(self).__name__}.{name}: {reason}")
+                raise MessageError(f"{type(self).__name__}.{name}: {reason}")
 
     def to_plain(self) -> list[Any]:
         return [self.KIND, self.VERSION, *(spec.to_plain(getattr(self, n)) for n, spec in self._specs)]
@@ -168,7 +168,11 @@ class Message:
             raise DecodeError(
                 f"{cls.__name__} v{cls.VERSION} has {len(specs)} fields, got {len(value) - 2}"
             )
-        return cls(*(spec.from_plain(v) for (_, spec), v in zip(specs, value[2:], strict=True)))
+        try:
+            return cls(*(spec.from_plain(v) for (_, spec), v in zip(specs, value[2:], strict=True)))
+        except MessageError as exc:
+            # Bytes from outside that do not fit the schema are the sender's fault.
+            raise DecodeError(str(exc)) from exc
 
     @classmethod
     def decode(cls: type[M], data: bytes) -> M:

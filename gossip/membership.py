@@ -194,7 +194,8 @@ class Membership:
         self.out.send(peer_id, Sync(True, False, self._snapshot()))
 
     def on_dial_failed(self, now: float) -> None:
-        if self._next_seed_dial is math.inf:
+        # Keep retrying seeds only while we know nobody; once joined, gossip does the rest.
+        if self._next_seed_dial is math.inf and not self.alive():
             self._next_seed_dial = now + self._seed_retry
             self._seed_retry = min(self._seed_retry * 2, self.config.seed_retry_max)
 

@@ -138,7 +138,11 @@ class Runtime:
         try:
             service.handle(src, msg, trio.current_time())
         except RemoteProtocolError as exc:
-            self.links.penalize(src, exc.penalty, str(exc))
+            if src == self.id:
+                # Our own message (a gateway that is also an owner) failed a check: a local bug.
+                log.error("own %s refused: %s", kind.__name__, exc)
+            else:
+                self.links.penalize(src, exc.penalty, str(exc))
         self._perform(service.out.drain())
 
     def _drain_services(self) -> None:
@@ -178,7 +182,8 @@ class Runtime:
                 elif kind is Forget:
                     self.links.forget(effect.peer_id)
                 elif kind is Penalize:
-                    self.links.penalize(effect.peer_id, effect.penalty, effect.reason)
+                    if effect.peer_id != self.id:
+                        self.links.penalize(effect.peer_id, effect.penalty, effect.reason)
                 else:
                     raise TypeError(f"unknown effect {effect!r}")
         finally:

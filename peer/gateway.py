@@ -118,6 +118,13 @@ class Gateway:
         self._ask_votes(p, now)
         return p
 
+    def abort_pending(self, code: str, detail: str, now: float) -> int:
+        """Fail every payment still waiting for votes (shutdown); returns how many."""
+        pending = [p for p in self.active.values() if p.status == PENDING]
+        for p in pending:
+            self._fail(p, code, detail, now)
+        return len(pending)
+
     # ---- owner replies ------------------------------------------------------------------------
     def on_vote(self, src: bytes, vote: Vote, now: float) -> None:
         p = self.active.get(vote.order_id)

@@ -23,6 +23,7 @@ MAX_ALLOCATIONS = 100_000
 DEFAULT_REPLICATION = 4
 DEFAULT_QUORUM = 3
 DEFAULT_VNODES = 64
+DEFAULT_DECIMALS = 2
 
 
 class GenesisError(MeshpayError, ValueError):
@@ -42,6 +43,7 @@ class Genesis(Message):
     replication: Annotated[int, UInt(1, 64)]
     quorum: Annotated[int, UInt(1, 64)]
     vnodes: Annotated[int, UInt(1, 4096)]
+    decimals: Annotated[int, UInt(0, 18)]  # how many minor units make one unit, as a power of ten
     allocations: Annotated[tuple[Allocation, ...], ListOf(Nested(Allocation), MAX_ALLOCATIONS)]
     nonce: Annotated[bytes, Bytes(size=16)]  # two networks with equal parameters still differ
 
@@ -95,6 +97,7 @@ def to_json(genesis: Genesis) -> dict[str, Any]:
         "replication": genesis.replication,
         "quorum": genesis.quorum,
         "vnodes": genesis.vnodes,
+        "decimals": genesis.decimals,
         "nonce": genesis.nonce.hex(),
         "allocations": [{"account": encode_address(a.account), "amount": a.amount} for a in genesis.allocations],
     }
@@ -110,6 +113,7 @@ def from_json(doc: Any) -> Genesis:
             doc["replication"],
             doc["quorum"],
             doc["vnodes"],
+            doc["decimals"],
             tuple(Allocation(decode_address(a["account"]), a["amount"]) for a in doc["allocations"]),
             bytes.fromhex(doc["nonce"]),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -21,13 +22,14 @@ from gossip.membership import Membership, MembershipConfig
 from gossip.runtime import Runtime
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayConfig, Payment, PaymentEvent
 from peer.genesis import Genesis
-from peer.settlement import MESSAGE_TYPES, Settlement
+from peer.settlement import MESSAGE_TYPES, Settlement, StatusAnswer
 from peer.sync import SyncConfig
 from store.db import Store
 from store.group_commit import GroupCommitWriter
 
 ROLE_COMMITTEE = 1
 _RANK = {"pending": 0, CERTIFIED: 1, SETTLED: 2, FAILED: 3}
+RANK = _RANK
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Node:
         rng = rng or random.Random()
         stored = store.get_meta("incarnation")
         incarnation = (stored + 1) if isinstance(stored, int) else 0
-        seeds = list(config.seeds)
+        seeds = [s for s in config.seeds if s != (config.host, config.port)]
         for peer_id, raw in store.peers():
             try:
                 record = PeerRecord.decode(raw)
@@ -80,7 +82,9 @@ class Node:
         self.runtime.subscribe(self.settlement.on_event)
         self.runtime.subscribe(self._on_event)
         self._latest: dict[bytes, PaymentEvent] = {}
-        self._waiters: dict[bytes, list[trio.Event]] = defaultdict(list)
+        # order id -> callbacks; a callback returning True is done and removed
+        self._watchers: dict[bytes, list[Callable[[PaymentEvent], bool]]] = defaultdict(list)
+        self._status_answers: dict[bytes, dict[bytes, int]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -98,35 +102,78 @@ class Node:
             self.runtime.perform(self.settlement.out.drain())
         return payment
 
+    def watch(self, order_id: bytes, callback: Callable[[PaymentEvent], bool]) -> None:
+        """Call `callback(event)` on each status change of a payment until it returns True."""
+        self._watchers[order_id].append(callback)
+
+    def unwatch(self, order_id: bytes, callback: Callable[[PaymentEvent], bool]) -> None:
+        callbacks = self._watchers.get(order_id)
+        if callbacks and callback in callbacks:
+            callbacks.remove(callback)
+            if not callbacks:
+                del self._watchers[order_id]
+
     async def wait(self, order_id: bytes, status: str, timeout: float) -> PaymentEvent | None:
         """Wait until the payment reaches `status` (or fails); None on timeout."""
-        with trio.move_on_after(timeout):
-            while True:
-                event = self._current(order_id)
-                if event is not None and (_RANK[event.status] >= _RANK[status]):
-                    return event
-                waiter = trio.Event()
-                self._waiters[order_id].append(waiter)
-                await waiter.wait()
-        return self._current(order_id) if self._reached(order_id, status) else None
+        event = self.current(order_id)
+        if event is not None and _RANK[event.status] >= _RANK[status]:
+            return event
+        reached = trio.Event()
+        found: list[PaymentEvent] = []
 
-    def _reached(self, order_id: bytes, status: str) -> bool:
-        event = self._current(order_id)
-        return event is not None and _RANK[event.status] >= _RANK[status]
+        def on_event(ev: PaymentEvent) -> bool:
+            if _RANK[ev.status] >= _RANK[status]:
+                found.append(ev)
+                reached.set()
+                return True
+            return False
 
-    def _current(self, order_id: bytes) -> PaymentEvent | None:
+        self.watch(order_id, on_event)
+        try:
+            with trio.move_on_after(timeout):
+                await reached.wait()
+        finally:
+            self.unwatch(order_id, on_event)
+        return found[0] if found else None
+
+    def current(self, order_id: bytes) -> PaymentEvent | None:
+        """The latest status this peer knows as the payment's gateway."""
         p = self.settlement.gateway.lookup(order_id)
         if p is not None:
             return p.event()
         return self._latest.get(order_id)
 
     def _on_event(self, event: object) -> None:
-        if type(event) is PaymentEvent:
+        kind = type(event)
+        if kind is PaymentEvent:
             self._latest[event.order_id] = event
             if len(self._latest) > 100_000:
                 self._latest.pop(next(iter(self._latest)))
-            for waiter in self._waiters.pop(event.order_id, ()):
-                waiter.set()
+            callbacks = self._watchers.get(event.order_id)
+            if callbacks:
+                remaining = [cb for cb in list(callbacks) if not cb(event)]
+                if remaining:
+                    self._watchers[event.order_id] = remaining
+                else:
+                    self._watchers.pop(event.order_id, None)
+        elif kind is StatusAnswer:
+            answers = self._status_answers.get(event.order_id)
+            if answers is not None:
+                answers[event.src] = event.sides
+
+    async def applied_by(self, order_id: bytes, owners: tuple[bytes, ...], timeout: float) -> dict[bytes, int]:
+        """Ask owners which sides of a payment they applied (for `settled` away from the gateway)."""
+        answers: dict[bytes, int] = {}
+        self._status_answers[order_id] = answers
+        try:
+            self.settlement.query_status(order_id, owners)
+            self.runtime.perform(self.settlement.out.drain())
+            with trio.move_on_after(timeout):
+                while len(answers) < len(owners):
+                    await trio.sleep(0.01)
+        finally:
+            self._status_answers.pop(order_id, None)
+        return answers
 
     def certificate(self, order_id: bytes) -> Certificate | None:
         return self.settlement.payment(order_id)[1]

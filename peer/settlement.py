@@ -177,7 +177,7 @@ class Settlement:
         self.counters["refusals"] += 1
         if decision.refuse is Refuse.BAD_SIGNATURE:
             self.out.add(Penalize(src, 2, "relayed an order with a bad signature"))
-        self.out.send(src, Refusal(order.id, decision.refuse, decision.detail[:200], decision.evidence))
+        self.out.send(src, Refusal(order.id, int(decision.refuse), decision.detail[:200], decision.evidence))
 
     # ---- certificates ----------------------------------------------------------------------------
     def _on_cert(self, cert: Certificate, src: bytes | None, now: float, *, ack: bool) -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto import codec
-from crypto.errors import DecodeError, SignatureError
+from crypto.errors import DecodeError, MessageError, SignatureError
 from crypto.keys import (
     NETWORK_ID_SIZE,
     Purpose,
@@ -326,14 +326,14 @@ def test_constructor_validates_every_field(cls: type[Message]) -> None:
     valid = minimal_message(cls)
     for name, spec in cls._specs:
         for bad in invalid_python_values(spec):
-            with pytest.raises(DecodeError):
+            with pytest.raises(MessageError):  # a local construction error, not the remote's fault
                 dataclasses.replace(valid, **{name: bad})
 
 
 @pytest.mark.parametrize("amount", [0, -1, 2**63, 2**64 - 1, 2**64, True, False])
 def test_order_amount_out_of_range(amount: Any) -> None:
     o = order()
-    with pytest.raises(DecodeError):
+    with pytest.raises(MessageError):
         Order(o.network, o.sender, o.recipient, amount, o.seq, o.memo, o.sig)
     refused_everywhere(Order, plain_with(o, 3, amount))
 
@@ -347,18 +347,18 @@ def test_order_amount_bounds_accepted(amount: int) -> None:
 
 def test_memo_limit_is_in_utf8_bytes() -> None:
     assert Order.decode(order(memo="\u00e9" * 70).encode()).memo == "\u00e9" * 70  # 140 bytes
-    with pytest.raises(DecodeError):
+    with pytest.raises(MessageError):
         order(memo="\u00e9" * 71)  # 71 characters but 142 bytes
-    with pytest.raises(DecodeError):
+    with pytest.raises(MessageError):
         order(memo="\U0001f600" * 36)  # 36 characters, 144 bytes
 
 
 def test_certificate_vote_count_bounds() -> None:
     o = order()
     vote = Vote.create(OWNERS[0], NET_A, o.id)
-    with pytest.raises(DecodeError):
+    with pytest.raises(MessageError):
         Certificate(o, ())
-    with pytest.raises(DecodeError):
+    with pytest.raises(MessageError):
         Certificate(o, (vote,) * (MAX_VOTES + 1))
     refused_everywhere(Certificate, [Certificate.KIND, Certificate.VERSION, o.to_plain(), []])
     assert Certificate.from_plain([Certificate.KIND, Certificate.VERSION, o.to_plain(),
@@ -589,3 +589,13 @@ def test_equal_orders_have_equal_ids_and_encodings() -> None:
     assert order().encode() == order().encode()
     assert order().id == order().id
     assert order(seq=1).id != order(seq=0).id
+
+
+def test_local_construction_errors_are_not_blamed_on_a_remote() -> None:
+    # A bug building a message must never look like the other side's fault (and get it banned).
+    from crypto.errors import RemoteProtocolError
+
+    o = order()
+    with pytest.raises(MessageError) as info:
+        Order(o.network, o.sender, o.recipient, 0, o.seq, o.memo, o.sig)
+    assert not isinstance(info.value, RemoteProtocolError)

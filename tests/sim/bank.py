@@ -79,7 +79,7 @@ class BankNetwork:
             for i in range(self.peers)
         ]
         self.genesis = Genesis(
-            f"sim-{self.seed}", tuple(p.id for p in self.members), self.replication, self.quorum, 64,
+            f"sim-{self.seed}", tuple(p.id for p in self.members), self.replication, self.quorum, 64, 2,
             tuple(Allocation(k.public, self.balance) for k in self.keys),
             random.Random(f"{self.seed}/nonce").randbytes(16),
         ).validate()

@@ -1,0 +1,341 @@
+"""The HTTP JSON client API of a peer (Starlette on hypercorn's trio worker).
+
+Errors are JSON `{"error": {"code": ..., "message": ...}}` with a stable code and a fitting status:
+400 malformed input, 404 unknown, 409 conflict, 413 body too large, 421 not an owner of that
+account (the body lists the owners), 422 refused by the ledger, 429 too many waiting requests,
+503 overloaded or shutting down, 504 a wait that timed out (with the payment id to check later).
+The reference is docs/api.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from crypto.address import decode_address, encode_address
+from crypto.errors import AddressError, DecodeError
+from crypto.messages import Certificate, Order
+from gossip.wire import ALIVE, STATE_NAMES
+from peer import genesis as genesis_file
+from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayFull
+from peer.metrics import CONTENT_TYPE, Metrics
+from peer.node import RANK, Node
+from peer.settlement import OrderRejected
+from peer.wire import Refuse
+from store import layout
+
+VERSION = "0.1.0"
+_CONFLICT_CODES = {Refuse.CONFLICT.slug}
+_WAITS = ("none", CERTIFIED, SETTLED)
+
+
+class ApiError(Exception):
+    def __init__(self, http_status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": "1"} if self.http_status in (429, 503) else None
+        return JSONResponse({"error": {"code": self.code, "message": self.message, **self.extra}},
+                            status_code=self.http_status, headers=headers)
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    return {"payment_id": order.id.hex(), "from": encode_address(order.sender),
+            "to": encode_address(order.recipient), "amount": order.amount, "seq": order.seq,
+            "memo": order.memo, "network": order.network.hex()}
+
+
+def cert_json(cert: Certificate) -> dict[str, Any]:
+    return {"cbor": cert.encode().hex(), "votes": [{"voter": v.voter.hex(), "sig": v.sig.hex()} for v in cert.votes]}
+
+
+class Api:
+    def __init__(self, node: Node, *, metrics: Metrics | None = None, max_body: int = 64 * 1024,
+                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0) -> None:
+        self.node = node
+        self.metrics = metrics
+        self.max_body = max_body
+        self.max_waiting = max_waiting
+        self.max_wait = max_wait
+        self.peer_port = peer_port
+        self.accepting = True
+        self.waiting = 0
+        self.started = time.time()
+        self._share = self._ring_share()
+        self.app = Starlette(routes=[
+            Route("/v1/status", self._wrap("status", self.status)),
+            Route("/v1/peers", self._wrap("peers", self.peers)),
+            Route("/v1/genesis", self._wrap("genesis", self.genesis)),
+            Route("/v1/accounts/{address}", self._wrap("account", self.account)),
+            Route("/v1/accounts/{address}/history", self._wrap("history", self.history)),
+            Route("/v1/payments", self._wrap("submit", self.submit), methods=["POST"]),
+            Route("/v1/payments/{payment_id}", self._wrap("payment", self.payment)),
+            Route("/metrics", self._wrap("metrics", self.metrics_route)),
+        ])
+        self.app.add_exception_handler(404, self._not_found)
+        self.app.add_exception_handler(405, self._not_allowed)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    def _wrap(self, name: str, handler):
+        async def endpoint(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except ApiError as exc:
+                response = exc.response()
+            if self.metrics is not None:
+                self.metrics.http.labels(name, str(response.status_code)).inc()
+            return response
+
+        return endpoint
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        return ApiError(404, "not_found", f"no route {request.url.path}").response()
+
+    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
+        return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here").response()
+
+    def _address(self, text: str) -> bytes:
+        try:
+            return decode_address(text)
+        except AddressError as exc:
+            raise ApiError(400, "bad_address", str(exc)) from exc
+
+    def _payment_id(self, text: str) -> bytes:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ApiError(400, "bad_payment_id", "a payment id is 64 hex characters")
+        return raw
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ApiError(400, "malformed_json", f"body is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ApiError(400, "malformed_json", "body must be a JSON object")
+        return doc
+
+    def _api_url(self, peer_id: bytes) -> str | None:
+        if peer_id == self.node.id:
+            record = self.node.membership.record
+        else:
+            member = self.node.membership.members.get(peer_id)
+            record = member.record if member is not None else None
+        if record is None or not record.api_port:
+            return None
+        return f"http://{record.host}:{record.api_port}"
+
+    def _owners_json(self, account: bytes) -> list[dict[str, Any]]:
+        return [{"peer_id": pid.hex(), "api": self._api_url(pid),
+                 "state": STATE_NAMES.get(self.node.membership.state_of(pid) or 0, "unknown")
+                 if self.node.membership.state_of(pid) is not None else "unknown"}
+                for pid in self.node.settlement.ring.owners(account)]
+
+    def _ring_share(self) -> float:
+        ring = self.node.settlement.ring
+        samples = [i.to_bytes(4, "big") * 8 for i in range(2048)]
+        return sum(1 for s in samples if self.node.id in ring.owners(s)) / len(samples)
+
+    # ---- node ----------------------------------------------------------------------------------
+    async def status(self, request: Request) -> Response:
+        node = self.node
+        counts = dict.fromkeys(STATE_NAMES.values(), 0)
+        for m in node.membership.members.values():
+            counts[STATE_NAMES[m.state]] += 1
+        counts["alive"] += 1  # ourselves
+        return JSONResponse({
+            "peer_id": node.id.hex(),
+            "network_id": node.genesis.network_id.hex(),
+            "network": node.genesis.name,
+            "version": VERSION,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "accepting": self.accepting,
+            "committee_member": node.id in node.genesis.committee,
+            "committee_size": len(node.genesis.committee),
+            "replication": node.genesis.replication,
+            "quorum": node.genesis.quorum,
+            "ring_share": round(self._share, 4),
+            "members": counts,
+            "incarnation": node.membership.incarnation,
+            "peer_port": self.peer_port,
+            "owned_accounts": len(node.settlement.ledger.accounts),
+            "queues": {"group_commit": node.writer.pending,
+                       "gateway_in_flight": len(node.settlement.gateway.active),
+                       "inbound": node.links.inbound.statistics().current_buffer_used,
+                       "waiting_requests": self.waiting},
+            "counters": {**node.settlement.counters, **{f"gateway_{k}": v for k, v in node.settlement.gateway.outcomes.items()},
+                         **{f"membership_{k}": v for k, v in node.membership.counters.items()},
+                         **{f"broadcast_{k}": v for k, v in node.broadcast.counters.items()},
+                         **{f"sync_{k}": v for k, v in node.settlement.sync.counters.items()},
+                         "group_commit_batches": node.writer.stats.batches,
+                         "group_commit_groups": node.writer.stats.groups},
+        })
+
+    async def peers(self, request: Request) -> Response:
+        node = self.node
+        rows = [{"peer_id": node.id.hex(), "state": "alive", "self": True, "host": node.membership.record.host,
+                 "port": node.membership.record.port, "api": self._api_url(node.id),
+                 "incarnation": node.membership.incarnation, "committee": node.id in node.genesis.committee}]
+        for pid, m in sorted(node.membership.members.items()):
+            rows.append({"peer_id": pid.hex(), "state": STATE_NAMES[m.state], "self": False,
+                         "host": m.record.host if m.record else None, "port": m.record.port if m.record else None,
+                         "api": self._api_url(pid), "incarnation": m.incarnation,
+                         "committee": pid in node.genesis.committee})
+        return JSONResponse({"peers": rows})
+
+    async def genesis(self, request: Request) -> Response:
+        return JSONResponse(genesis_file.to_json(self.node.genesis))
+
+    async def metrics_route(self, request: Request) -> Response:
+        if self.metrics is None:
+            raise ApiError(404, "not_found", "metrics are disabled")
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    # ---- accounts --------------------------------------------------------------------------------
+    def _owned(self, account: bytes) -> None:
+        if not self.node.settlement.ledger.owns(account):
+            raise ApiError(421, "not_owner", "this peer does not own that account; ask one of its owners",
+                           owners=self._owners_json(account))
+
+    async def account(self, request: Request) -> Response:
+        account = self._address(request.path_params["address"])
+        self._owned(account)
+        ledger = self.node.settlement.ledger
+        state = ledger.peek(account)
+        lock = ledger.pending_lock(account)
+        pending = None
+        if lock is not None:
+            locked = Order.decode(lock.order)
+            pending = {"seq": locked.seq, "payment_id": locked.id.hex()}
+        return JSONResponse({
+            "address": encode_address(account), "peer_id": self.node.id.hex(),
+            "balance": state.balance if state else 0, "next_seq": state.next_seq if state else 0,
+            "credits": state.credits if state else 0, "history_length": state.history if state else 0,
+            "pending": pending, "decimals": self.node.genesis.decimals, "owners": self._owners_json(account),
+        })
+
+    async def history(self, request: Request) -> Response:
+        account = self._address(request.path_params["address"])
+        self._owned(account)
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+            before = request.query_params.get("before")
+            before_index = int(before) if before is not None else None
+        except ValueError as exc:
+            raise ApiError(400, "bad_query", "limit and before must be integers") from exc
+        if not 1 <= limit <= 500:
+            raise ApiError(400, "bad_query", "limit must be between 1 and 500")
+        store = self.node.store
+        entries = []
+        rows = store.history(account, before=before_index, limit=limit)
+        for index, entry in rows:
+            raw = store.get_cert(entry.order_id)
+            row: dict[str, Any] = {"index": index, "payment_id": entry.order_id.hex(),
+                                   "direction": "out" if entry.direction == layout.DIRECTION_DEBIT else "in"}
+            if raw is not None:
+                order = Certificate.decode(raw).order
+                row.update(amount=order.amount, seq=order.seq, memo=order.memo,
+                           counterparty=encode_address(order.recipient if row["direction"] == "out" else order.sender))
+            entries.append(row)
+        next_before = rows[-1][0] if len(rows) == limit and rows[-1][0] > 0 else None
+        return JSONResponse({"address": encode_address(account), "entries": entries, "next_before": next_before})
+
+    # ---- payments ----------------------------------------------------------------------------------
+    async def submit(self, request: Request) -> Response:
+        doc = await self._json_body(request)
+        if not self.accepting:
+            raise ApiError(503, "shutting_down", "this peer is shutting down; use another peer")
+        order_hex = doc.get("order")
+        wait = doc.get("wait", "none")
+        timeout = doc.get("timeout", 10.0)
+        if not isinstance(order_hex, str):
+            raise ApiError(400, "malformed_order", "`order` must be the signed order's canonical CBOR, in hex")
+        if wait not in _WAITS:
+            raise ApiError(400, "bad_wait", f"`wait` must be one of {', '.join(_WAITS)}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= self.max_wait:
+            raise ApiError(400, "bad_timeout", f"`timeout` must be a number of seconds in (0, {self.max_wait}]")
+        try:
+            order = Order.decode(bytes.fromhex(order_hex))
+        except ValueError as exc:
+            raise ApiError(400, "malformed_order", f"order is not valid: {exc}") from exc
+        except DecodeError as exc:
+            raise ApiError(400, "malformed_order", f"order is not valid: {exc}") from exc
+        if wait != "none" and self.waiting >= self.max_waiting:
+            raise ApiError(429, "too_many_waiting", f"{self.waiting} requests are already waiting; retry shortly")
+        try:
+            payment = self.node.submit(order)
+        except OrderRejected as exc:
+            raise ApiError(422, exc.code.slug, exc.detail, payment_id=order.id.hex()) from exc
+        except GatewayFull as exc:
+            raise ApiError(503, "overloaded", str(exc), payment_id=order.id.hex()) from exc
+        event = payment.event()
+        if wait != "none" and RANK[event.status] < RANK[wait]:
+            self.waiting += 1
+            try:
+                reached = await self.node.wait(order.id, wait, float(timeout))
+            finally:
+                self.waiting -= 1
+            if reached is None:
+                raise ApiError(504, "timeout", f"payment not {wait} within {timeout} s; check it later",
+                               payment_id=order.id.hex(), status=self.node.current(order.id).status
+                               if self.node.current(order.id) else "pending")
+            event = reached
+        if event.status == FAILED:
+            status = 409 if event.code in _CONFLICT_CODES else 504 if event.code == "timeout" else 422
+            extra: dict[str, Any] = {"payment_id": order.id.hex()}
+            if event.evidence:
+                extra["evidence"] = event.evidence.hex()
+            raise ApiError(status, event.code or "failed", event.detail or "payment failed", **extra)
+        body = self._payment_json(order, event.status, event.cert, None)
+        return JSONResponse(body, status_code=202 if event.status == "pending" else 200)
+
+    async def payment(self, request: Request) -> Response:
+        oid = self._payment_id(request.path_params["payment_id"])
+        current = self.node.current(oid)
+        status, cert, tracked = self.node.settlement.payment(oid)
+        order = cert.order if cert is not None else (tracked.order if tracked is not None else None)
+        if current is not None:
+            status = current.status
+            cert = current.cert or cert
+        if order is None:
+            raise ApiError(404, "unknown_payment", "this peer has no record of that payment")
+        applied = None
+        if status == CERTIFIED and cert is not None:
+            owners = tuple(set(self.node.settlement.ring.owners(order.sender))
+                           | set(self.node.settlement.ring.owners(order.recipient)))
+            answers = await self.node.applied_by(oid, owners, timeout=0.5)
+            ring = self.node.settlement.ring
+            debits = sum(1 for p, s in answers.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender))
+            credits = sum(1 for p, s in answers.items() if s & layout.APPLIED_CREDIT and p in ring.owners(order.recipient))
+            applied = {"debit": debits, "credit": credits}
+            if debits >= self.node.genesis.quorum and credits >= self.node.genesis.quorum:
+                status = SETTLED
+        body = self._payment_json(order, status, cert, current)
+        if applied is not None:
+            body["applied"] = applied
+        return JSONResponse(body)
+
+    def _payment_json(self, order: Order, status: str, cert: Certificate | None, event: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"payment_id": order.id.hex(), "status": status, "order": order_json(order)}
+        body["certificate"] = cert_json(cert) if cert is not None else None
+        if event is not None and event.status == FAILED:
+            body["code"], body["detail"] = event.code, event.detail
+        return body

@@ -1,0 +1,94 @@
+"""Serving the binary client protocol (see peer/client_wire.py) for one peer."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from crypto.errors import DecodeError
+from crypto.schema import decode_any
+from gossip.client import ClientSession
+from peer.client_wire import (
+    STATUS_CODES,
+    WAIT_CERTIFIED,
+    WAIT_NONE,
+    WAIT_SETTLED,
+    PaymentStatus,
+    Submit,
+)
+from peer.gateway import GatewayFull, PaymentEvent
+from peer.node import RANK, Node
+from peer.settlement import OrderRejected
+
+log = logging.getLogger("meshpay.client")
+_WAIT_STATUS = {WAIT_CERTIFIED: "certified", WAIT_SETTLED: "settled"}
+
+
+class ClientService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.accepting = True
+        self.sessions = 0
+
+    async def handle(self, session: ClientSession) -> None:
+        self.sessions += 1
+        watches: list[tuple[bytes, object]] = []
+        try:
+            while True:
+                try:
+                    payload = await session.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
+                    return
+                try:
+                    msg = decode_any(payload)
+                except DecodeError as exc:
+                    log.info("client sent a malformed message", extra={"fields": {"error": str(exc)}})
+                    return
+                if type(msg) is not Submit:
+                    log.info("client sent an unexpected message", extra={"fields": {"kind": type(msg).__name__}})
+                    return
+                self._submit(session, msg, watches)
+        finally:
+            self.sessions -= 1
+            for order_id, callback in watches:
+                self.node.unwatch(order_id, callback)
+
+    def _submit(self, session: ClientSession, msg: Submit, watches: list) -> None:
+        order = msg.order
+        oid = order.id
+        if not self.accepting:
+            session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], "shutting_down",
+                                       "this peer is shutting down", b"").encode())
+            return
+        try:
+            payment = self.node.submit(order)
+        except OrderRejected as exc:
+            session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], exc.code.slug, exc.detail[:200],
+                                       b"").encode())
+            return
+        except GatewayFull as exc:
+            session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], "overloaded", str(exc)[:200],
+                                       b"").encode())
+            return
+        event = payment.event()
+        self._send_status(session, msg.req, event)
+        if msg.wait == WAIT_NONE:
+            return
+        target = _WAIT_STATUS[msg.wait]
+        if RANK[event.status] >= RANK[target]:
+            return
+        req = msg.req
+
+        def on_event(ev: PaymentEvent) -> bool:
+            self._send_status(session, req, ev)
+            return RANK[ev.status] >= RANK[target]
+
+        self.node.watch(oid, on_event)
+        watches.append((oid, on_event))
+
+    @staticmethod
+    def _send_status(session: ClientSession, req: int, event: PaymentEvent) -> None:
+        cert = event.cert.encode() if event.cert is not None and event.status == "certified" else b""
+        session.send(PaymentStatus(req, event.order_id, STATUS_CODES[event.status], event.code or "",
+                                   event.detail[:200], cert).encode())
