@@ -77,6 +77,8 @@ class Api:
             Route("/v1/accounts/{address}/history", self._wrap("history", self.history)),
             Route("/v1/payments", self._wrap("submit", self.submit), methods=["POST"]),
             Route("/v1/payments/{payment_id}", self._wrap("payment", self.payment)),
+            Route("/v1/audit/accounts", self._wrap("audit_accounts", self.audit_accounts)),
+            Route("/v1/audit/certificates", self._wrap("audit_certificates", self.audit_certificates)),
             Route("/metrics", self._wrap("metrics", self.metrics_route)),
         ])
         self.app.add_exception_handler(404, self._not_found)
@@ -257,6 +259,45 @@ class Api:
             entries.append(row)
         next_before = rows[-1][0] if len(rows) == limit and rows[-1][0] > 0 else None
         return JSONResponse({"address": encode_address(account), "entries": entries, "next_before": next_before})
+
+    # ---- audit (devnet check) ---------------------------------------------------------------------
+    def _page(self, request: Request) -> tuple[bytes | None, int]:
+        try:
+            after = request.query_params.get("after")
+            start = bytes.fromhex(after) if after else None
+            limit = int(request.query_params.get("limit", "1000"))
+        except ValueError as exc:
+            raise ApiError(400, "bad_query", "after must be hex and limit an integer") from exc
+        if not 1 <= limit <= 5000 or (start is not None and len(start) != 32):
+            raise ApiError(400, "bad_query", "limit must be in [1, 5000] and after a 32-byte hex key")
+        return start, limit
+
+    async def audit_accounts(self, request: Request) -> Response:
+        """Every account this peer holds as an owner, in key order, paged by `after`."""
+        start, limit = self._page(request)
+        accounts = self.node.settlement.ledger.accounts
+        keys = sorted(a for a in accounts if start is None or a > start)[:limit]
+        rows = [{"account": a.hex(), "balance": accounts[a].balance, "next_seq": accounts[a].next_seq,
+                 "credits": accounts[a].credits, "credit_digest": accounts[a].credit_digest.hex()} for a in keys]
+        return JSONResponse({"peer_id": self.node.id.hex(), "accounts": rows,
+                             "next_after": keys[-1].hex() if len(keys) == limit else None})
+
+    async def audit_certificates(self, request: Request) -> Response:
+        """Every certificate this peer stores, with the sides it applied, paged by `after`."""
+        start, limit = self._page(request)
+        store = self.node.store
+        ledger = self.node.settlement.ledger
+        rows = []
+        first = layout.cert_key(start) + b"\x00" if start is not None else None
+        last = None
+        for key, raw in store.scan(layout.CERT, start=first, limit=limit):
+            oid = key[1:]
+            order = Certificate.decode(raw).order
+            rows.append({"payment_id": oid.hex(), "from": order.sender.hex(), "to": order.recipient.hex(),
+                         "seq": order.seq, "amount": order.amount, "applied": ledger.applied(oid)})
+            last = oid
+        return JSONResponse({"peer_id": self.node.id.hex(), "certificates": rows,
+                             "next_after": last.hex() if last is not None and len(rows) == limit else None})
 
     # ---- payments ----------------------------------------------------------------------------------
     async def submit(self, request: Request) -> Response:

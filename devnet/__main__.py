@@ -1,0 +1,3 @@
+from devnet.cli import main
+
+main()
