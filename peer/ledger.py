@@ -28,6 +28,7 @@ from store.db import Batch, Store
 from store.layout import AccountState, HistoryEntry, Lock
 
 APPLIED_CACHE = 500_000  # order ids whose flags stay in memory (far beyond any write still in flight)
+RECENT = 50_000  # debits and certificates kept in memory: reads must see writes not yet durable
 
 
 @dataclass(slots=True)
@@ -51,6 +52,9 @@ class Ledger:
         self.locks: dict[tuple[bytes, int], Lock] = {}
         self.waiting: dict[bytes, dict[int, Certificate]] = {}
         self._applied: OrderedDict[bytes, int] = OrderedDict()
+        # Recent writes, so reads never miss what a batch still in the group-commit queue holds.
+        self._debits: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self._certs: OrderedDict[bytes, bytes] = OrderedDict()
         self.conflicts: list[tuple[bytes, int, bytes, bytes]] = []  # (sender, seq, applied, other)
 
     # ---- startup ------------------------------------------------------------------------------
@@ -99,7 +103,18 @@ class Ledger:
         return flags
 
     def debit_at(self, account: bytes, seq: int) -> bytes | None:
-        return self.store.get_debit(account, seq)
+        oid = self._debits.get((account, seq))
+        return oid if oid is not None else self.store.get_debit(account, seq)
+
+    def cert_bytes(self, order_id: bytes) -> bytes | None:
+        raw = self._certs.get(order_id)
+        return raw if raw is not None else self.store.get_cert(order_id)
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key: object, value: object) -> None:
+        cache[key] = value
+        if len(cache) > RECENT:
+            cache.popitem(last=False)
 
     def pending_lock(self, account: bytes) -> Lock | None:
         state = self.accounts.get(account)
@@ -153,7 +168,9 @@ class Ledger:
                         result.conflict = applied_id
                         self.conflicts.append((order.sender, order.seq, applied_id, oid))
         if store_cert:
-            batch.put_cert(oid, cert.encode())
+            raw = cert.encode()
+            batch.put_cert(oid, raw)
+            self._remember(self._certs, oid, raw)
         if new_flags != flags:
             result.newly.insert(0, cert)
             self._set_applied(oid, new_flags, batch)
@@ -172,6 +189,7 @@ class Ledger:
         state = self.account(order.sender)
         state.balance -= order.amount
         batch.put_debit(order.sender, order.seq, oid)
+        self._remember(self._debits, (order.sender, order.seq), oid)
         if self.locks.pop((order.sender, order.seq), None) is not None:
             batch.delete_lock(order.sender, order.seq)
         state.next_seq = order.seq + 1

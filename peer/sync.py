@@ -94,7 +94,7 @@ class Sync:
             oid = self.ledger.debit_at(msg.account, seq)
             if oid is None:
                 break
-            raw = self.ledger.store.get_cert(oid)
+            raw = self.ledger.cert_bytes(oid)
             if raw is None:
                 break
             certs.append(Certificate.decode(raw))
@@ -104,7 +104,7 @@ class Sync:
     def on_cert_fetch(self, src: bytes, msg: CertFetch) -> None:
         certs = []
         for oid in msg.ids:
-            raw = self.ledger.store.get_cert(oid)
+            raw = self.ledger.cert_bytes(oid)
             if raw is not None:
                 certs.append(Certificate.decode(raw))
             if len(certs) == MAX_BATCH_CERTS:

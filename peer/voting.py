@@ -10,12 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from crypto.keys import SigningKey, is_weak_key
+from functools import lru_cache
+
+from crypto.keys import SigningKey, is_on_curve, is_weak_key
 from crypto.messages import Order, Vote
 from peer.ledger import Ledger
 from peer.wire import Refuse
 from store.db import Batch
 from store.layout import AccountState
+
+
+@lru_cache(maxsize=65_536)
+def _usable_key(key: bytes) -> bool:
+    # No private key exists for a weak or off-curve key: money sent there is lost (or free to take).
+    return not is_weak_key(key) and is_on_curve(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +47,7 @@ def decide(
         return Decision(refuse=Refuse.WRONG_NETWORK, detail="order is for another network")
     if order.sender == order.recipient:
         return Decision(refuse=Refuse.SELF_TRANSFER, detail="sender and recipient are the same account")
-    if is_weak_key(order.recipient) or is_weak_key(order.sender):
+    if not _usable_key(order.recipient) or is_weak_key(order.sender):
         return Decision(refuse=Refuse.BAD_ADDRESS, detail="an account key is not a usable public key")
     if not ledger.owns(order.sender):
         return Decision(refuse=Refuse.NOT_OWNER, detail="this peer does not own the sender's account")
@@ -47,7 +55,7 @@ def decide(
     oid = order.id
     if order.seq < state.next_seq:
         applied = ledger.debit_at(order.sender, order.seq)
-        evidence = (ledger.store.get_cert(applied) or b"") if applied is not None else b""
+        evidence = (ledger.cert_bytes(applied) or b"") if applied is not None else b""
         if applied == oid:
             return Decision(refuse=Refuse.ALREADY_FINAL, detail="this order is already certified",
                             evidence=evidence)
