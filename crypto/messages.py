@@ -7,6 +7,7 @@ settlement, 70-89 client protocol.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from crypto import codec
@@ -49,14 +50,19 @@ class Order(Message):
     seq: Annotated[int, UInt(0, U63_MAX)]
     memo: Annotated[str, Text(MAX_MEMO_BYTES)]
     sig: Sig
+    _id: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def body(self) -> bytes:
         return _body(self)
 
     @property
     def id(self) -> bytes:
-        """The payment id: hash of exactly the bytes the sender signed."""
-        return digest(Purpose.ORDER, self.network, self.body())
+        """The payment id: hash of exactly the bytes the sender signed (computed once)."""
+        oid = self._id
+        if oid is None:
+            oid = digest(Purpose.ORDER, self.network, self.body())
+            object.__setattr__(self, "_id", oid)
+        return oid
 
     def signature_valid(self) -> bool:
         return verify(self.sender, self.sig, Purpose.ORDER, self.network, self.body())

@@ -194,6 +194,8 @@ def message(kind: int, version: int = 1, *, max_size: int = 4096) -> Callable[[t
         hints = typing.get_type_hints(dc, include_extras=True)
         specs = []
         for field in dataclasses.fields(dc):
+            if not field.init:
+                continue  # a cache slot (e.g. a memoised id), not part of the wire form
             meta = [m for m in getattr(hints[field.name], "__metadata__", ()) if isinstance(m, FieldSpec)]
             if len(meta) != 1:
                 raise TypeError(f"{cls.__name__}.{field.name} needs exactly one FieldSpec annotation")

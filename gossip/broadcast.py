@@ -103,6 +103,13 @@ class Broadcast:
         self._relay(Push(mid, 1, payload), exclude, now)
         return mid
 
+    def mark_seen(self, payload: bytes, now: float) -> None:
+        """The payload arrived outside the broadcast (e.g. delivered directly): treat a Push of it
+        as a duplicate, so the flood stops here."""
+        mid = message_id(self.network_id, payload)
+        if not self._is_seen(mid, now):
+            self._remember(mid, payload, now)
+
     def handle(self, src: bytes, msg: Message, now: float) -> None:
         kind = type(msg)
         if kind is Push:

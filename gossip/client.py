@@ -17,7 +17,7 @@ import trio
 from crypto.errors import MeshpayError, RemoteProtocolError
 from crypto.keys import SigningKey
 from crypto.messages import ROLE_CLIENT
-from gossip.channel import take_batch
+from gossip.channel import max_message, take_batch
 from gossip.connection import Connection, TransportStats, connect
 from gossip.limits import TransportLimits
 from gossip.links import ConnectError
@@ -37,6 +37,7 @@ class ClientSession:
         self._conn = conn
         self._max_queue = limits.client_queue
         self._max_frame = limits.max_frame
+        self._max_message = max_message(limits.max_frame)
         self._queue: deque[bytes] = deque()
         self._wake = trio.Event()
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](_SESSION_INBOX)
@@ -57,6 +58,8 @@ class ClientSession:
 
     def send(self, payload: bytes) -> None:
         """Queue a reply. A client that does not read fast enough is disconnected (overloaded)."""
+        if len(payload) > self._max_message:
+            raise ValueError(f"reply of {len(payload)} bytes exceeds the {self._max_message}-byte limit")
         if self._conn.closed:
             return
         if len(self._queue) >= self._max_queue:
@@ -105,6 +108,8 @@ class ClientSession:
             done.set()
 
 
+# Runs once per client connection, in its own task. MeshpayError and connection failures it
+# raises end that session only; anything else is a bug in the handler and propagates.
 ClientHandler = Callable[[ClientSession], Awaitable[None]]
 
 

@@ -62,6 +62,13 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """`payload` reached us another way: a broadcast of it is a duplicate (do not relay it)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
     """An event for the layers above (member state change, delivered broadcast...)."""
 

@@ -12,6 +12,8 @@ Rules of the conversation, all of them here:
    side's.
 4. The responder verifies it, asks the caller's `admit` policy (bans), and only then sends its own
    `Auth`, so a refused initiator gets a clear `HandshakeReject` before any encrypted traffic.
+   (The initiator asks its `admit` policy on the responder's Hello, for the same reason: the
+   responder must not be done yet when the refusal arrives.)
 5. The initiator verifies the responder's Auth. Both sides now derive the session keys:
    X25519 shared secret -> HKDF-SHA256(salt = transcript hash, info "meshpay/session/1") -> one
    32-byte key per direction.
@@ -298,6 +300,10 @@ class Handshake:
             raise SelfConnection("connected to ourselves")
         if self.expect is not None and hello.peer_id != self.expect:
             raise WrongPeer(self.expect, hello.peer_id)
+        if self.initiator and self.admit is not None:
+            # The dialer decides before the responder considers the handshake done, so its refusal
+            # reaches the responder as a HandshakeReject, not as a garbled first sealed frame.
+            self.admit(hello.peer_id, hello.role)
         self._remote = hello
         first, second = (self._own_hello, raw) if self.initiator else (raw, self._own_hello)
         self._transcript = transcript_hash(first, second)
@@ -312,7 +318,7 @@ class Handshake:
             raise BadHandshakeSignature(
                 f"handshake signature does not verify for {remote.peer_id.hex()[:12]}…"
             )
-        if self.admit is not None:
+        if not self.initiator and self.admit is not None:
             self.admit(remote.peer_id, remote.role)
         try:
             shared = self._ephemeral.exchange(X25519PublicKey.from_public_bytes(remote.ephemeral))

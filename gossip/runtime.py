@@ -21,7 +21,7 @@ import trio
 from crypto.errors import RemoteProtocolError
 from crypto.schema import Message, decode_any
 from gossip.broadcast import Broadcast
-from gossip.effects import Dial, Forget, Learn, Notify, Outbox, Penalize, Persist, Publish, Send
+from gossip.effects import Dial, Forget, Learn, Notify, Outbox, Penalize, Persist, Publish, Seen, Send
 from gossip.links import ConnectError, Links
 from gossip.membership import Membership
 from store.db import Batch, Store
@@ -171,6 +171,8 @@ class Runtime:
                 elif kind is Publish:
                     self.broadcast.publish(effect.payload, trio.current_time(), exclude=effect.exclude)
                     self._pending.extend(self.broadcast.out.drain())
+                elif kind is Seen:
+                    self.broadcast.mark_seen(effect.payload, trio.current_time())
                 elif kind is Notify:
                     for handler in self._subscribers:
                         handler(effect.event)

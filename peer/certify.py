@@ -105,6 +105,12 @@ class CertificateChecker:
         if len(self._verified) > self.cache_size:
             self._verified.popitem(last=False)
 
+    def remember(self, cert: Certificate) -> None:
+        """Record a certificate whose votes the caller verified one by one (the gateway's own)."""
+        self._verified[(cert.order.id, cert.votes)] = None
+        if len(self._verified) > self.cache_size:
+            self._verified.popitem(last=False)
+
     def is_valid(self, cert: Certificate) -> bool:
         try:
             self.check(cert)

@@ -143,7 +143,7 @@ class Gateway:
         if len(p.votes) >= self.quorum:
             chosen = tuple(sorted(p.votes.values(), key=lambda v: v.voter)[: self.quorum])
             cert = Certificate(p.order, chosen)
-            self.checker.check(cert)  # our own construction: cheap (cached, own votes skipped)
+            self.checker.remember(cert)  # every vote in it was verified as it arrived
             self._certify(p, cert, now)
 
     def on_refusal(self, src: bytes, refusal: Refusal, now: float) -> None:

@@ -19,7 +19,7 @@ from crypto.messages import MAX_AMOUNT, Key
 from crypto.schema import Bytes, ListOf, Message, Nested, Text, UInt, message
 
 MAX_COMMITTEE = 1024
-MAX_ALLOCATIONS = 100_000
+MAX_ALLOCATIONS = 20_000  # keeps a genesis within one 1 MiB message
 DEFAULT_REPLICATION = 4
 DEFAULT_QUORUM = 3
 DEFAULT_VNODES = 64
@@ -36,7 +36,7 @@ class Allocation(Message):
     amount: Annotated[int, UInt(1, MAX_AMOUNT)]
 
 
-@message(11, max_size=8 << 20)
+@message(11, max_size=1 << 20)
 class Genesis(Message):
     name: Annotated[str, Text(64)]
     committee: Annotated[tuple[bytes, ...], ListOf(Bytes(size=32), MAX_COMMITTEE, min_len=1)]

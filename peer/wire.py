@@ -108,7 +108,7 @@ class AEDigest(Message):
     buckets: Annotated[tuple[bytes, ...], ListOf(Bytes(size=8), AE_BUCKETS, min_len=AE_BUCKETS)]
 
 
-@message(49, max_size=64)
+@message(49, max_size=128)
 class AEEntry(Message):
     account: Key
     next_seq: Annotated[int, UInt(0, U63_MAX)]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from crypto.keys import Purpose, SigningKey, verify
+from devnet import sigcost
+from devnet.sigcost import SigCost
 
 
 def median_us(fn: Callable[[], object], *, n: int, repeats: int = 7) -> float:
@@ -22,22 +22,9 @@ def median_us(fn: Callable[[], object], *, n: int, repeats: int = 7) -> float:
     return statistics.median(samples)
 
 
-@dataclass(frozen=True)
-class SigCost:
-    sign_us: float
-    verify_us: float
-
-
 def measure_signature_cost(repeats: int = 7) -> SigCost:
     """Ed25519 sign and verify of an order-sized body, measured now (same run as the benchmark)."""
-    key = SigningKey.generate()
-    network = os.urandom(32)
-    body = os.urandom(120)
-    sig = key.sign(Purpose.ORDER, network, body)
-    return SigCost(
-        sign_us=median_us(lambda: key.sign(Purpose.ORDER, network, body), n=2000, repeats=repeats),
-        verify_us=median_us(lambda: verify(key.public, sig, Purpose.ORDER, network, body), n=2000, repeats=repeats),
-    )
+    return sigcost.measure(repeats)
 
 
 def percentile(values: list[float], q: float) -> float:
