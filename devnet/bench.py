@@ -39,7 +39,7 @@ from peer.client_wire import STATUS_NAMES, WAIT_SETTLED, PaymentStatus, Submit
 from peer.genesis import load as load_genesis
 from peer.ring import Ring
 
-FUND_AMOUNT = 1_000_000
+MAX_BENCH_AMOUNT = 100  # minor units per bench payment: bench accounts need little money
 
 
 @dataclass
@@ -249,7 +249,7 @@ class Bench:
             ticket.failed = ticket.failed or ("settle_timeout" if ticket.certified else "timeout")
 
     # ---- phases ----------------------------------------------------------------------------------
-    async def _fund(self, accounts: list[SigningKey]) -> None:
+    async def _fund(self, accounts: list[SigningKey], amount: int) -> None:
         password = self.devnet.password()
         funders = [keystore.load(w.key_file, password) for w in self.devnet.wallets]
         if not funders:
@@ -262,7 +262,7 @@ class Bench:
             nonlocal done
             for target in shares[fi]:
                 for _ in range(5):
-                    order = Order.create(funders[fi], self.network_id, target.public, FUND_AMOUNT, seqs[fi], "bench funding")
+                    order = Order.create(funders[fi], self.network_id, target.public, amount, seqs[fi], "bench funding")
                     ticket = Ticket(order)
                     await self._submit_and_wait(ticket, fi, 30)
                     if ticket.settled is not None:
@@ -302,8 +302,8 @@ class Bench:
         async with trio.open_nursery() as nursery:
             await self._connect(nursery)
             accounts = [SigningKey.generate() for _ in range(cfg.accounts)]
-            await self._fund(accounts)
             per_account = self._plan(len(accounts))
+            await self._fund(accounts, per_account * MAX_BENCH_AMOUNT)
             orders = self._presign(accounts, per_account)
             tickets, seconds = await self._load(orders)
             nursery.cancel_scope.cancel()
@@ -325,7 +325,7 @@ class Bench:
             mine = []
             for seq in range(per_account):
                 to = publics[(i + 1 + self.rng.randrange(len(publics) - 1)) % len(publics)] if len(publics) > 1 else publics[0]
-                mine.append(Order.create(key, self.network_id, to, 1 + self.rng.randrange(100), seq, "bench"))
+                mine.append(Order.create(key, self.network_id, to, 1 + self.rng.randrange(MAX_BENCH_AMOUNT), seq, "bench"))
                 done += 1
                 if done % 200 == 0:
                     self.progress("signing", done, total)

@@ -31,15 +31,14 @@ def is_running(entry: PeerEntry, devnet: Devnet) -> bool:
         return False
     except PermissionError:
         return False
-    cmd = _cmdline(entry.pid)
-    if not cmd:  # no /proc: trust the pid
-        return True
-    if "peer" not in cmd or str(devnet.config_path(entry.name)) not in cmd:
-        return False
-    try:  # a zombie (killed, not yet reaped by us) is not running
-        return Path(f"/proc/{entry.pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        if Path(f"/proc/{entry.pid}/stat").read_text().split(") ", 1)[1][0] == "Z":
+            _reap(entry.pid)
+            return False
     except (OSError, IndexError):
-        return True
+        return True  # no /proc: trust the pid
+    cmd = _cmdline(entry.pid)
+    return "peer" in cmd and str(devnet.config_path(entry.name)) in cmd
 
 
 def start_peer(devnet: Devnet, entry: PeerEntry) -> int:

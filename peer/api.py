@@ -335,7 +335,7 @@ class Api:
             finally:
                 self.waiting -= 1
             if reached is None:
-                raise ApiError(504, "timeout", f"payment not {wait} within {timeout} s; check it later",
+                raise ApiError(504, "timeout", f"payment not {wait} within {timeout:g} s; check it later",
                                payment_id=order.id.hex(), status=self.node.current(order.id).status
                                if self.node.current(order.id) else "pending")
             event = reached

@@ -189,10 +189,9 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_USAGE)
-        raise
+    except typer.TyperException as exc:  # usage errors from the parser: bad option, missing argument
+        message = exc.format_message()
+        if message:
+            err.print(f"error: {message}\ntry 'peer --help' or 'peer COMMAND --help'", markup=False,
+                      highlight=False)
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,33 @@
+"""Regressions for bugs outside wallet/ found while building it: a zombie peer process counted as
+running, and the peer CLI crashing on usage errors instead of exiting 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devnet import layout, processes
+from tests.wallet_support import REPO, gone, wait_until
+
+
+def test_devnet_is_running_sees_a_dead_child(tmp_path: Path) -> None:
+    devnet = layout.create(tmp_path / "z", peers=1, wallets=0, replication=1, quorum=1)
+    entry = devnet.peers[0]
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once; not reaped: a zombie
+    try:
+        assert wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().split(") ", 1)[1][0] == "Z", 5, 0.01)
+        entry.pid = child.pid
+        assert not processes.is_running(entry, devnet)
+    finally:
+        child.wait()
+        assert gone(child.pid, 0.1)
+
+
+def test_peer_cli_usage_error_exits_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "peer", "run", "--bogus"], capture_output=True, text=True,
+                          cwd=REPO, timeout=30)
+    assert proc.returncode == 2, proc.stderr[-300:]
+    assert "Traceback" not in proc.stderr

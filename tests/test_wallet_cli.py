@@ -1,0 +1,418 @@
+"""The `wallet` CLI: every error with its message and exit status, key management round trips and
+--json outputs. Commands run in-process (`wallet.cli.run`, CliRunner isolation) against a real
+4-peer devnet on 127.0.0.1 (N = 4 owners, W = 3), started once for the module and always stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crypto.address import encode_address as addr_of
+from crypto.messages import Certificate
+from devnet import layout
+from devnet.layout import Devnet
+from tests.wallet_support import (
+    LyingProxy,
+    kill,
+    restart,
+    running_devnet,
+    tamper_vote,
+    wallet,
+    wallet_proc,
+)
+from wallet import cli
+from wallet.client import PeerClient
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    with running_devnet(tmp_path_factory.mktemp("devnet") / "net", wallets=6) as devnet:
+        yield devnet
+
+
+@pytest.fixture
+def env(net: Devnet) -> dict[str, str]:
+    """The devnet's demo wallets, through peer0, with the devnet password."""
+    return {"MESHPAY_WALLET_DIR": str(net.wallet_dir()), "MESHPAY_PEER": net.peers[0].api,
+            "MESHPAY_WALLET_PASSWORD_FILE": str(net.password_file)}
+
+
+def addr(net: Devnet, i: int) -> str:
+    return net.wallets[i].address
+
+
+def typo(address: str) -> str:
+    """The address with one character of its data part changed to another valid bech32 character."""
+    i = 20
+    swap = "q" if address[i] != "q" else "p"
+    return address[:i] + swap + address[i + 1:]
+
+
+# ---- keys (no network) ------------------------------------------------------------------------------
+def test_new_list_address_round_trip(tmp_path: Path) -> None:
+    home = tmp_path / "w"
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret pass\n")
+    made = wallet("new", "alice", "--wallet-dir", home, "--password-file", pw, "--json")
+    assert made.code == 0, made
+    doc = made.json()
+    assert doc["name"] == "alice" and doc["address"].startswith("mp1") and len(doc["address"]) == 61
+    assert "s3cret" not in made.out + made.err  # the password is never printed
+    assert (home / "alice.key").stat().st_mode & 0o077 == 0
+    assert wallet("new", "bob", "--wallet-dir", home, "--password-file", pw).code == 0
+    listed = wallet("list", "--wallet-dir", home, "--json")
+    assert [a["name"] for a in listed.json()["accounts"]] == ["alice", "bob"]
+    assert listed.json()["accounts"][0]["address"] == doc["address"]
+    assert wallet("address", "alice", "--wallet-dir", home).out.strip() == doc["address"]
+    assert wallet("address", "--account", "alice", "--wallet-dir", home, "--json").json()["address"] == doc["address"]
+    human = wallet("list", "--wallet-dir", home)
+    assert "alice" in human.out and doc["address"] in human.out
+    # Two accounts: a command needing one without --account says so (usage, exit 2).
+    ambiguous = wallet("address", "--wallet-dir", home)
+    assert ambiguous.code == cli.EXIT_USAGE and "--account" in ambiguous.err
+    again = wallet("new", "alice", "--wallet-dir", home, "--password-file", pw)
+    assert again.code == cli.EXIT_USAGE and "already exists" in again.err
+    bad_name = wallet("new", "../evil", "--wallet-dir", home, "--password-file", pw)
+    assert bad_name.code == cli.EXIT_USAGE and "not allowed" in bad_name.err
+
+
+def test_password_from_environment_and_missing_password(tmp_path: Path) -> None:
+    home = tmp_path / "w"
+    made = wallet("new", "carol", "--wallet-dir", home, env={"MESHPAY_WALLET_PASSWORD": "from env"})
+    assert made.code == 0, made
+    exported = wallet("export", "carol", "-o", tmp_path / "c.key", "--wallet-dir", home,
+                      env={"MESHPAY_WALLET_PASSWORD": "from env"})
+    assert exported.code == 0, exported
+    none = wallet("new", "dave", "--wallet-dir", home)  # no file, no env, no terminal
+    assert none.code == cli.EXIT_USAGE and "--password-file" in none.err
+
+
+def test_export_import_round_trip_and_wrong_passwords(tmp_path: Path) -> None:
+    home, other = tmp_path / "w", tmp_path / "other"
+    pw, new_pw, wrong = tmp_path / "pw", tmp_path / "new", tmp_path / "wrong"
+    pw.write_text("first\n")
+    new_pw.write_text("second\n")
+    wrong.write_text("nope\n")
+    address = wallet("new", "erin", "--wallet-dir", home, "--password-file", pw, "--json").json()["address"]
+    out = tmp_path / "erin-export.key"
+    bad = wallet("export", "erin", "-o", out, "--wallet-dir", home, "--password-file", wrong, "--json")
+    assert bad.code == cli.EXIT_PASSWORD, bad
+    assert "wrong password" in bad.err and bad.json()["error"]["kind"] == "wrong_password"
+    assert not out.exists()
+    done = wallet("export", "erin", "-o", out, "--wallet-dir", home, "--password-file", pw,
+                  "--new-password-file", new_pw, "--json")
+    assert done.code == 0, done
+    assert done.json()["address"] == address and out.stat().st_mode & 0o077 == 0
+    # The export is sealed under the new password: the old one no longer opens it.
+    refused = wallet("import", out, "--name", "erin2", "--wallet-dir", other, "--password-file", pw)
+    assert refused.code == cli.EXIT_PASSWORD and "wrong password" in refused.err
+    assert not (other / "erin2.key").exists()
+    imported = wallet("import", out, "--name", "erin2", "--wallet-dir", other, "--password-file", new_pw, "--json")
+    assert imported.code == 0, imported
+    assert imported.json() == {"name": "erin2", "address": address, "key_file": str(other / "erin2.key")}
+    assert wallet("address", "--wallet-dir", other).out.strip() == address
+    # The keystore's own name is the default; importing a name twice is refused.
+    assert wallet("import", out, "--wallet-dir", other, "--password-file", new_pw).code == 0
+    assert (other / "erin.key").exists()
+    twice = wallet("import", out, "--wallet-dir", other, "--password-file", new_pw)
+    assert twice.code == cli.EXIT_USAGE and "already exists" in twice.err
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("{}")
+    assert wallet("import", garbage, "--wallet-dir", other, "--password-file", pw).code == cli.EXIT_USAGE
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert wallet("send", "--bogus").code == cli.EXIT_USAGE
+    assert wallet("show", "not-a-payment-id", "--wallet-dir", tmp_path).code == cli.EXIT_USAGE
+    no_genesis = wallet("verify", tmp_path / "r.json", "--wallet-dir", tmp_path)
+    assert no_genesis.code == cli.EXIT_USAGE and "--genesis" in no_genesis.err
+
+
+# ---- input errors ----------------------------------------------------------------------------------
+def test_bad_address_one_character_typo(net: Devnet, env: dict[str, str]) -> None:
+    wrong = typo(addr(net, 1))
+    sent = wallet("send", "-a", "demo0", "--to", wrong, "--amount", "1", "--json", env=env)
+    assert sent.code == cli.EXIT_ADDRESS, sent
+    assert "checksum" in sent.err and wrong in sent.err
+    assert sent.json()["error"]["kind"] == "bad_address"
+    looked = wallet("balance", wrong, env=env)
+    assert looked.code == cli.EXIT_ADDRESS and "checksum" in looked.err
+    self_pay = wallet("send", "-a", "demo0", "--to", addr(net, 0), "--amount", "1", env=env)
+    assert self_pay.code == cli.EXIT_ADDRESS and "itself" in self_pay.err
+
+
+@pytest.mark.parametrize(("amount", "reason", "words"), [
+    ("abc", "garbage", "not a decimal number"), ("1,50", "garbage", "thousands separators"),
+    ("1e3", "garbage", "not a decimal number"), ("0", "zero", "zero"), ("0.00", "zero", "zero"),
+    ("-5", "negative", "negative"), ("1.001", "too_many_decimals", "at most 2 decimals"),
+    ("92233720368547758.08", "too_large", "too large"),
+])
+def test_bad_amount(net: Devnet, env: dict[str, str], amount: str, reason: str, words: str) -> None:
+    # --genesis gives the decimals; the amount is refused before anything is signed or sent.
+    result = wallet("send", "-a", "demo0", "--to", addr(net, 1), f"--amount={amount}", "--genesis",
+                    net.genesis_path, "--peer", "http://127.0.0.1:9", "--json", env=env)
+    assert result.code == cli.EXIT_AMOUNT, result
+    assert words in result.err
+    assert result.json()["error"] == {**result.json()["error"], "kind": "bad_amount", "reason": reason}
+
+
+# ---- with the network -------------------------------------------------------------------------------
+def test_send_balance_history_show_receipt_json(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    before = wallet("balance", "-a", "demo1", "--json", env=env).json()
+    sent = wallet("send", "-a", "demo0", "--to", addr(net, 1), "--amount", "12.50", "--memo", "lunch", "--json", env=env)
+    assert sent.code == 0, sent
+    doc = sent.json()
+    assert doc["status"] in ("certified", "settled") and doc["verified"] is True
+    assert doc["amount"] == 1250 and doc["amount_text"] == "12.50" and doc["memo"] == "lunch"
+    assert doc["from"] == addr(net, 0) and doc["to"] == addr(net, 1) and len(doc["votes"]) == 3
+    pid = doc["payment_id"]
+    # Read from another peer than the gateway: the credit is there, all 4 owners agree.
+    other = {**env, "MESHPAY_PEER": net.peers[2].api}
+
+    def credited() -> bool:
+        now = wallet("balance", "-a", "demo1", "--json", env=other).json()
+        return now["balance"] == before["balance"] + 1250 and now["consistent"]
+
+    deadline = time.monotonic() + 10
+    while not credited() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert credited()
+    human = wallet("balance", "-a", "demo1", env=other)
+    assert human.code == 0 and f"{(before['balance'] + 1250) // 100}.50" in human.out
+    hist = wallet("history", "-a", "demo0", "--json", env=other)
+    assert hist.code == 0, hist
+    assert any(e["payment_id"] == pid and e["direction"] == "out" and e["amount_text"] == "12.50"
+               for e in hist.json()["entries"])
+    assert "12.50" in wallet("history", "-a", "demo0", env=other).out
+    shown = wallet("show", pid, "--json", env=other)
+    assert shown.code == 0 and shown.json()["status"] in ("certified", "settled") and shown.json()["verified"]
+    receipt = tmp_path / "r.json"
+    written = wallet("receipt", pid, "-o", receipt, "--json", env=other)
+    assert written.code == 0, written
+    checked = wallet("verify", receipt, "--genesis", net.genesis_path, "--json")
+    assert checked.code == 0, checked
+    assert checked.json()["valid"] is True and checked.json()["payment_id"] == pid
+    assert checked.json()["amount_text"] == "12.50"
+
+
+def test_invalid_receipts_exit_11(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    sent = wallet("send", "-a", "demo0", "--to", addr(net, 2), "--amount", "1", "--json", env=env)
+    assert sent.code == 0, sent
+    receipt = tmp_path / "r.json"
+    assert wallet("receipt", sent.json()["payment_id"], "-o", receipt, env=env).code == 0
+    doc = json.loads(receipt.read_text())
+    cert = Certificate.decode(bytes.fromhex(doc["certificate"]))
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps({**doc, "certificate": tamper_vote(cert).encode().hex()}))
+    bad = wallet("verify", forged, "--genesis", net.genesis_path, "--json")
+    assert bad.code == cli.EXIT_INVALID, bad
+    assert "invalid signature" in bad.err and bad.json()["error"]["kind"] == "verification_failed"
+    lied = tmp_path / "lied.json"
+    lied.write_text(json.dumps({**doc, "order": {**doc["order"], "amount": 999999}}))
+    assert wallet("verify", lied, "--genesis", net.genesis_path).code == cli.EXIT_INVALID
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({**doc, "certificate": Certificate(cert.order, cert.votes[:2]).encode().hex()}))
+    too_few = wallet("verify", short, "--genesis", net.genesis_path)
+    assert too_few.code == cli.EXIT_INVALID and "2 votes" in too_few.err
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x00garbage")
+    assert wallet("verify", junk, "--genesis", net.genesis_path).code == cli.EXIT_INVALID
+    # Against another network's genesis the genuine receipt proves nothing.
+    other = layout.create(tmp_path / "other", peers=4, wallets=0)
+    wrong_net = wallet("verify", receipt, "--genesis", other.genesis_path)
+    assert wrong_net.code == cli.EXIT_INVALID and "network" in wrong_net.err
+    assert wallet("verify", receipt, "--genesis", net.genesis_path).code == 0
+
+
+def test_insufficient_funds(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    home = tmp_path / "poor"
+    shutil.copy(net.genesis_path, home.mkdir() or home / "genesis.json")
+    pw = tmp_path / "pw"
+    pw.write_text("pw\n")
+    assert wallet("new", "poor", "--wallet-dir", home, "--password-file", pw).code == 0
+    poor_env = {**env, "MESHPAY_WALLET_DIR": str(home), "MESHPAY_WALLET_PASSWORD_FILE": str(pw)}
+    broke = wallet("send", "--to", addr(net, 1), "--amount", "1.00", "--json", env=poor_env)
+    assert broke.code == cli.EXIT_FUNDS, broke
+    assert "insufficient funds" in broke.err and "0.00" in broke.err
+    assert broke.json()["error"]["kind"] == "insufficient_funds"
+    rich = wallet("send", "-a", "demo3", "--to", addr(net, 1), "--amount", "1000000000", env=env)
+    assert rich.code == cli.EXIT_FUNDS and "insufficient funds" in rich.err
+
+
+def test_wrong_password_on_send(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the devnet password\n")
+    result = wallet("send", "-a", "demo3", "--to", addr(net, 1), "--amount", "1", "--password-file", wrong, env=env)
+    assert result.code == cli.EXIT_PASSWORD, result
+    assert "wrong password" in result.err and "not the devnet password" not in result.out + result.err
+    # Nothing was signed, so nothing is pending: the right password then just works.
+    assert wallet("send", "-a", "demo3", "--to", addr(net, 1), "--amount", "1", env=env).code == 0
+
+
+def test_peer_unreachable_names_it_and_suggests_another(net: Devnet, env: dict[str, str]) -> None:
+    assert wallet("balance", "-a", "demo0", env=env).code == 0  # learns the peers list
+    closed = "http://127.0.0.1:9"  # discard port: nothing listens on it
+    result = wallet("balance", "-a", "demo0", "--peer", closed, "--json", env=env)
+    assert result.code == cli.EXIT_UNREACHABLE, result
+    assert closed in result.err and "try --peer http://127.0.0.1:" in result.err
+    error = result.json()["error"]
+    assert error["url"] == closed and error["suggestion"] in {p.api for p in net.peers}
+    sent = wallet("send", "-a", "demo0", "--to", addr(net, 1), "--amount", "1", "--peer", closed, env=env)
+    assert sent.code == cli.EXIT_UNREACHABLE and closed in sent.err and "try --peer" in sent.err
+
+
+def test_network_mismatch_exit_12(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    other = layout.create(tmp_path / "other", peers=4, wallets=0)
+    result = wallet("balance", "-a", "demo0", "--genesis", other.genesis_path, env=env)
+    assert result.code == cli.EXIT_NETWORK, result
+    assert "refusing" in result.err and other.network_id[:16] in result.err
+
+
+def test_unknown_payment_exit_10(net: Devnet, env: dict[str, str]) -> None:
+    result = wallet("show", "ab" * 32, "-a", "demo0", "--json", env=env)
+    assert result.code == cli.EXIT_REFUSED, result
+    assert "no peer asked knows" in result.err and result.json()["error"]["code"] == "unknown_payment"
+
+
+def test_owners_disagreeing_is_reported(net: Devnet, env: dict[str, str]) -> None:
+    with LyingProxy(net.peers[1].api, inflate=500_00) as liar:
+        result = wallet("balance", "-a", "demo5", "--peer", liar.url, "--json", env=env)
+    assert result.code == 0, result
+    doc = result.json()
+    assert doc["consistent"] is False and doc["agree"] == 3 and doc["confirmed"] is True
+    assert doc["balance"] == layout.DEMO_BALANCE  # the three honest owners win
+    assert sorted(v["balance"] for v in doc["views"]) == [layout.DEMO_BALANCE] * 3 + [layout.DEMO_BALANCE + 500_00]
+    assert "owners disagree" in result.err and "1000500.00" in result.err
+
+
+def test_forged_certificate_is_not_reported_certified(net: Devnet, env: dict[str, str]) -> None:
+    with LyingProxy(net.peers[1].api, forge=True) as liar:
+        result = wallet("send", "-a", "demo4", "--to", addr(net, 1), "--amount", "2", "--peer", liar.url,
+                        "--json", env=env)
+    assert result.code == cli.EXIT_INVALID, result
+    assert "not counting it as certified" in result.err and "invalid signature" in result.err
+    error = result.json()["error"]
+    assert error["kind"] == "verification_failed" and "status" not in result.json()
+    # The payment itself is real: an honest peer proves it, and the wallet then records it.
+    pid = error["payment_id"]
+    shown = wallet("show", pid, "-a", "demo4", "--json", env=env)
+    assert shown.code == 0 and shown.json()["verified"] is True
+    assert wallet("send", "-a", "demo4", "--to", addr(net, 2), "--amount", "1", env=env).code == 0
+
+
+def test_sequence_recovered_after_lost_state_and_from_a_second_device(net: Devnet, env: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    first = wallet("send", "-a", "demo5", "--to", addr(net, 1), "--amount", "1", "--json", env=env)
+    assert first.code == 0, first
+    shutil.rmtree(net.wallet_dir() / "state")  # the local state is lost
+    second = wallet("send", "-a", "demo5", "--to", addr(net, 1), "--amount", "1", "--json", env=env)
+    assert second.code == 0, second
+    assert second.json()["seq"] == first.json()["seq"] + 1
+    assert any("recovered next sequence number" in n for n in second.json()["notes"])
+    # A second device: the same key in another wallet directory, which has never sent.
+    device = tmp_path / "device2"
+    device.mkdir()
+    shutil.copy(net.wallet_dir() / "demo5.key", device / "demo5.key")
+    third = wallet("send", "--to", addr(net, 2), "--amount", "1", "--json",
+                   env={**env, "MESHPAY_WALLET_DIR": str(device)})
+    assert third.code == 0, third
+    assert third.json()["seq"] == first.json()["seq"] + 2
+
+
+def test_timeout_then_conflict_then_idempotent_retry(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    # Two of the four owners down: no quorum (W = 3), so a payment can only time out.
+    down = net.peers[2:]
+    for entry in down:
+        kill(net, entry)
+    try:
+        timed_out = wallet("send", "-a", "demo2", "--to", addr(net, 1), "--amount", "3", "--timeout", "1.5",
+                           "--json", env=env)
+        assert timed_out.code == cli.EXIT_TIMEOUT, timed_out
+        pid = timed_out.json()["error"]["payment_id"]
+        assert len(pid) == 64 and pid in timed_out.err and f"wallet show {pid}" in timed_out.err
+        # A different payment now would compete for the same sequence number: refused, naming it.
+        other = wallet("send", "-a", "demo2", "--to", addr(net, 1), "--amount", "4", "--json", env=env)
+        assert other.code == cli.EXIT_PENDING, other
+        assert other.json()["error"]["payment_id"] == pid and pid in other.err
+        assert "Repeat that same send" in other.err
+        shown = wallet("show", pid, "-a", "demo2", "--json", env=env)
+        assert shown.code == 0 and shown.json()["status"] == "pending" and shown.json()["verified"] is False
+        # A second device with the same key and no local state sees the owners' locks on that
+        # payment at its next sequence number, and refuses too, naming it.
+        device = tmp_path / "device2"
+        device.mkdir()
+        shutil.copy(net.wallet_dir() / "demo2.key", device / "demo2.key")
+        elsewhere = wallet("send", "--to", addr(net, 3), "--amount", "5", "--json",
+                           env={**env, "MESHPAY_WALLET_DIR": str(device)})
+        assert elsewhere.code == cli.EXIT_PENDING, elsewhere
+        assert elsewhere.json()["error"]["payment_id"] == pid and "another device" in elsewhere.err
+    finally:
+        restart(net, *down)
+    # The retry re-submits the very same signed order (same payment id), which now certifies.
+    retry = wallet("send", "-a", "demo2", "--to", addr(net, 1), "--amount", "3", "--timeout", "25", "--json", env=env)
+    assert retry.code == 0, retry
+    assert retry.json()["payment_id"] == pid and retry.json()["resubmitted"] is True
+    after = wallet("send", "-a", "demo2", "--to", addr(net, 1), "--amount", "4", "--json", env=env)
+    assert after.code == 0, after
+    assert after.json()["seq"] == retry.json()["seq"] + 1 and after.json()["resubmitted"] is False
+
+
+def test_send_without_waiting_then_show_records_it(net: Devnet, env: dict[str, str]) -> None:
+    sent = wallet("send", "-a", "demo1", "--to", addr(net, 0), "--amount", "0.07", "--wait", "none", "--json", env=env)
+    assert sent.code == 0, sent
+    assert sent.json()["status"] == "pending" and sent.json()["verified"] is False
+    pid = sent.json()["payment_id"]
+    deadline = time.monotonic() + 10
+    while (shown := wallet("show", pid, "-a", "demo1", "--json", env=env)).json()["status"] == "pending":
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.1)
+    assert shown.json()["status"] in ("certified", "settled") and shown.json()["verified"] is True
+    # `show` recorded the certificate locally: the next, different, payment is not blocked by it.
+    nxt = wallet("send", "-a", "demo1", "--to", addr(net, 0), "--amount", "0.08", "--json", env=env)
+    assert nxt.code == 0, nxt
+    assert nxt.json()["seq"] == sent.json()["seq"] + 1 and not nxt.json()["notes"]
+
+
+def test_reads_follow_421_and_ignore_impostors() -> None:
+    """A peer that does not own the account answers 421 with the owners; the wallet asks them, and an
+    answer from a URL that claims to be another peer than the genesis ring says is not counted."""
+    genesis_owners = [bytes([i]) * 32 for i in range(1, 5)]
+    account = addr_of(bytes([9]) * 32)
+
+    def view(pid: bytes, balance: int) -> dict:
+        return {"address": account, "peer_id": pid.hex(), "balance": balance, "next_seq": 2, "credits": 1,
+                "history_length": 3, "pending": None, "owners": []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        port = request.url.port
+        if port == 8000:  # the chosen peer: not an owner
+            owners = [{"peer_id": p.hex(), "api": f"http://o{i}:{8001 + i}", "state": "alive"}
+                      for i, p in enumerate(genesis_owners)]
+            return httpx.Response(421, json={"error": {"code": "not_owner", "message": "ask", "owners": owners}})
+        index = port - 8001
+        if index == 3:  # claims to be owner 0
+            return httpx.Response(200, json=view(genesis_owners[0], 999))
+        return httpx.Response(200, json=view(genesis_owners[index], 500))
+
+    client = PeerClient("http://gw:8000", transport=httpx.MockTransport(handler))
+    reading = client.read_account(account, tuple(genesis_owners), 3)
+    assert sorted(v.balance for v in reading.answered) == [500, 500, 500]
+    assert genesis_owners[3] in reading.errors and "another peer" in reading.errors[genesis_owners[3]]
+    assert reading.agreed()[1] == 3 and reading.confirmed and not reading.consistent
+    assert reading.next_seq(2) == 2
+
+
+def test_subprocess_exit_status_and_streams(net: Devnet, env: dict[str, str]) -> None:
+    # The real entry point: errors on stderr, the JSON error on stdout, the documented status.
+    result = wallet_proc("send", "-a", "demo0", "--to", typo(addr(net, 1)), "--amount", "1", "--json", env=env)
+    assert result.code == cli.EXIT_ADDRESS
+    assert result.err.startswith("error: ") and json.loads(result.out)["error"]["exit_status"] == cli.EXIT_ADDRESS
