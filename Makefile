@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 devnet: $(VENV)/.installed
-	$(PY) -m tests.bench.foundation
+	$(VENV)/bin/devnet up $(DEVNET_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -1,0 +1,149 @@
+"""`devnet check`: the auditor. It asks every running peer for the accounts it owns and the
+certificates it holds, waits until the network is quiet, and checks the money invariants:
+
+- total supply equals the genesis;
+- the replicas of each account agree (balance, next_seq, credit count and credit digest) among its
+  running owners;
+- no two certificates exist for one (sender, seq);
+- every certificate is applied by every running owner of both its accounts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+
+from crypto.address import encode_address
+from devnet.layout import Devnet, PeerEntry
+from devnet.processes import is_running
+from peer.genesis import load as load_genesis
+from peer.ring import Ring
+
+DEBIT, CREDIT = 1, 2
+
+
+@dataclass
+class Snapshot:
+    accounts: dict[str, dict[str, tuple]]  # peer_id -> account hex -> state tuple
+    certs: dict[str, dict[str, dict]]  # peer_id -> payment id -> row
+    busy: bool
+
+
+@dataclass
+class AuditReport:
+    ok: bool
+    violations: list[str]
+    peers_checked: list[str]
+    peers_down: list[str]
+    accounts: int
+    certificates: int
+    total_supply: int
+    genesis_supply: int
+    quiet: bool
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _pages(client: httpx.Client, url: str, key: str) -> list[dict]:
+    rows: list[dict] = []
+    after = None
+    for _ in range(100_000):
+        params = {"limit": "5000", **({"after": after} if after else {})}
+        response = client.get(url, params=params)
+        response.raise_for_status()
+        doc = response.json()
+        rows.extend(doc[key])
+        after = doc["next_after"]
+        if after is None:
+            return rows
+    raise RuntimeError("audit paging did not end")
+
+
+def snapshot(peers: list[PeerEntry], timeout: float = 10.0) -> Snapshot:
+    accounts: dict[str, dict[str, tuple]] = {}
+    certs: dict[str, dict[str, dict]] = {}
+    busy = False
+    with httpx.Client(timeout=timeout) as client:
+        for peer in peers:
+            status = client.get(f"{peer.api}/v1/status").json()
+            q = status["queues"]
+            busy |= bool(q["gateway_in_flight"] or q["group_commit"] or q["inbound"])
+            accounts[peer.peer_id] = {
+                row["account"]: (row["balance"], row["next_seq"], row["credits"], row["credit_digest"])
+                for row in _pages(client, f"{peer.api}/v1/audit/accounts", "accounts")
+            }
+            certs[peer.peer_id] = {row["payment_id"]: row
+                                   for row in _pages(client, f"{peer.api}/v1/audit/certificates", "certificates")}
+    return Snapshot(accounts, certs, busy)
+
+
+def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
+    genesis = load_genesis(devnet.genesis_path)
+    ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
+    running = [p for p in devnet.peers if is_running(p, devnet)]
+    down = [p.name for p in devnet.peers if p not in running]
+    # Quiet: nothing in flight and two consecutive snapshots identical.
+    deadline = time.monotonic() + quiet_timeout
+    previous = None
+    snap = snapshot(running)
+    quiet = False
+    while True:
+        if not snap.busy and previous is not None and (snap.accounts, snap.certs) == (previous.accounts, previous.certs):
+            quiet = True
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+        previous, snap = snap, snapshot(running)
+    violations: list[str] = []
+    notes: list[str] = []
+    if not quiet:
+        notes.append(f"the network did not go quiet within {quiet_timeout:.0f} s; results may include in-flight work")
+    if down:
+        notes.append(f"peers not running (not checked): {', '.join(down)}")
+    live_ids = {bytes.fromhex(p.peer_id) for p in running}
+    # Replicas agree, and supply is conserved.
+    all_accounts = {a for per_peer in snap.accounts.values() for a in per_peer}
+    all_accounts |= {a.account.hex() for a in genesis.allocations}
+    total = 0
+    for account in sorted(all_accounts):
+        owners = [o for o in ring.owners(bytes.fromhex(account)) if o in live_ids]
+        states = {o.hex(): snap.accounts[o.hex()].get(account) for o in owners}
+        distinct = set(states.values())
+        if len(distinct) > 1:
+            detail = ", ".join(f"{pid[:8]}: {s[0] if s else 'missing'}/{s[1] if s else '-'}" for pid, s in states.items())
+            violations.append(f"replicas of {encode_address(bytes.fromhex(account))} disagree ({detail})")
+        agreed = next(iter(distinct)) if distinct else None
+        if agreed is not None:
+            total += agreed[0]
+        if not owners:
+            notes.append(f"account {account[:12]} has no running owner")
+    if total != genesis.total_supply:
+        violations.append(f"total supply is {total}, genesis created {genesis.total_supply}")
+    # One certificate per (sender, seq); every certificate applied by every running owner.
+    union: dict[str, dict] = {}
+    for per_peer in snap.certs.values():
+        union.update(per_peer)
+    slots: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for pid, row in union.items():
+        slots[(row["from"], row["seq"])].add(pid)
+    for (sender, seq), ids in slots.items():
+        if len(ids) > 1:
+            violations.append(f"{len(ids)} certificates for ({sender[:12]}, seq {seq}): {sorted(ids)}")
+    for pid, row in union.items():
+        for side, account in ((DEBIT, row["from"]), (CREDIT, row["to"])):
+            for owner in ring.owners(bytes.fromhex(account)):
+                if owner not in live_ids:
+                    continue
+                mine = snap.certs[owner.hex()].get(pid)
+                if mine is None or not mine["applied"] & side:
+                    name = next(p.name for p in running if p.peer_id == owner.hex())
+                    violations.append(f"{name} has not applied the {'debit' if side == DEBIT else 'credit'} of "
+                                      f"payment {pid[:16]}")
+    return AuditReport(not violations, violations, [p.name for p in running], down, len(all_accounts),
+                       len(union), total, genesis.total_supply, quiet, notes)
