@@ -314,7 +314,8 @@ class Bench:
         if cfg.payments is not None:
             return max(1, math.ceil(cfg.payments / n_accounts))
         # duration-bound: enough orders that accounts never run dry within the duration
-        return max(4, int((cfg.duration or 10) * 50 / max(1, n_accounts)) + 4)
+        per_second = cfg.rate if cfg.rate else 1000.0
+        return max(4, math.ceil((cfg.duration or 10) * per_second / max(1, n_accounts)) + 4)
 
     def _presign(self, accounts: list[SigningKey], per_account: int) -> list[list[Order]]:
         publics = [k.public for k in accounts]
@@ -340,11 +341,12 @@ class Bench:
         stop_at = start + cfg.duration if cfg.duration is not None else math.inf
         limit = trio.CapacityLimiter(cfg.concurrency or len(orders))
         issued = 0
+        certified = 0
         pacing = 1.0 / cfg.rate if cfg.rate else 0.0
         next_slot = start
 
         async def account_loop(i: int, mine: list[Order]) -> None:
-            nonlocal issued, next_slot
+            nonlocal issued, next_slot, certified
             for order in mine:
                 if issued >= total or time.perf_counter() >= stop_at:
                     return
@@ -352,6 +354,8 @@ class Bench:
                 if pacing:
                     next_slot = max(next_slot + pacing, time.perf_counter())
                     await trio.sleep_until(trio.current_time() + max(0.0, next_slot - time.perf_counter()))
+                    if time.perf_counter() >= stop_at:
+                        return
                 async with limit:
                     ticket = Ticket(order)
                     tickets.append(ticket)
@@ -362,7 +366,9 @@ class Bench:
                 if ticket.certified is None:
                     ticket.failed = ticket.failed or "timeout"
                     return  # the next order would be refused (seq ahead) until this one settles
-                self.progress("load", len([t for t in tickets if t.certified]), total)
+                certified += 1
+                if certified % 50 == 0 or certified == total:
+                    self.progress("load", certified, total)
 
         async with trio.open_nursery() as nursery:
             for i, mine in enumerate(orders):

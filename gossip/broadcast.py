@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from crypto.keys import Purpose, digest
 from crypto.schema import Message
 from gossip.effects import Notify, Outbox, Penalize
-from gossip.wire import MAX_BROADCAST_PAYLOAD, MAX_DIGEST_IDS, SHORT_ID, IHave, IWant, Push
+from gossip.wire import MAX_BROADCAST_PAYLOAD, MAX_DIGEST_IDS, MAX_SKIP, SHORT_ID, IHave, IWant, Push
 
 
 class Verdict(enum.Enum):
@@ -63,6 +63,7 @@ class Broadcast:
         self,
         network_id: bytes,
         peers: Callable[[], list[bytes]],
+        me: bytes = b"",
         *,
         validate: Callable[[bytes], Verdict] | None = None,
         config: BroadcastConfig | None = None,
@@ -70,6 +71,7 @@ class Broadcast:
     ) -> None:
         self.network_id = network_id
         self.peers = peers
+        self.me = me
         self.validate = validate or (lambda payload: Verdict.ACCEPT)
         self.config = config or BroadcastConfig()
         self.rng = rng or random.Random()
@@ -100,7 +102,7 @@ class Broadcast:
             return mid
         self._remember(mid, payload, now)
         self.counters["published"] += 1
-        self._relay(Push(mid, 1, payload), exclude, now)
+        self._relay(mid, 1, payload, frozenset(p[:SHORT_ID] for p in exclude))
         return mid
 
     def mark_seen(self, payload: bytes, now: float) -> None:
@@ -124,7 +126,7 @@ class Broadcast:
                 if kept is not None:
                     payload = kept[0]
                     self.counters["repaired"] += 1
-                    self.out.send(src, Push(message_id(self.network_id, payload), 1, payload))
+                    self.out.send(src, Push(message_id(self.network_id, payload), 1, (), payload))
         else:
             raise TypeError(f"broadcast does not handle {kind.__name__}")
 
@@ -148,12 +150,19 @@ class Broadcast:
         self._keep(msg.id, msg.payload, now)
         self.counters["delivered"] += 1
         self.out.add(Notify(Delivered(msg.id, msg.payload, msg.hops, src)))
-        self._relay(Push(msg.id, min(255, msg.hops + 1), msg.payload), frozenset((src,)), now)
+        self._relay(msg.id, min(255, msg.hops + 1), msg.payload, frozenset((*msg.skip, src[:SHORT_ID])))
 
-    def _relay(self, push: Push, exclude: frozenset[bytes], now: float) -> None:
-        candidates = [p for p in self.peers() if p not in exclude]
+    def _relay(self, mid: bytes, hops: int, payload: bytes, skip: frozenset[bytes]) -> None:
+        candidates = [p for p in self.peers() if p[:SHORT_ID] not in skip]
         k = self.fanout()
         targets = candidates if len(candidates) <= k else self.rng.sample(candidates, k)
+        if not targets:
+            return
+        # Tell the next hops who has it now (us, them, and who had it before) so they skip those.
+        told = [self.me[:SHORT_ID]] if self.me else []
+        told += [t[:SHORT_ID] for t in targets]
+        told += [s for s in skip if s not in told]
+        push = Push(mid, hops, tuple(told[:MAX_SKIP]), payload)
         for target in targets:
             self.out.send(target, push)
         self.counters["relayed"] += len(targets)

@@ -131,6 +131,8 @@ class Runtime:
     def _handle(self, src: bytes, msg: Message) -> None:
         kind = type(msg)
         self.received[kind.__name__] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("handle %s from %s", kind.__name__, src.hex()[:8])
         service = self._routes.get(kind)
         if service is None:
             self.links.penalize(src, 1, f"unexpected {kind.__name__} on a peer link")

@@ -15,6 +15,7 @@ MAX_SYNC_MEMBERS = 1600  # x ~620 B worst case: fits one 1 MiB frame
 MAX_BROADCAST_PAYLOAD = 64 * 1024
 MAX_DIGEST_IDS = 1024
 SHORT_ID = 8
+MAX_SKIP = 64
 
 
 @message(26, max_size=1024)
@@ -80,12 +81,17 @@ class Sync(Message):
     members: Annotated[tuple[Update, ...], ListOf(Nested(Update), MAX_SYNC_MEMBERS)]
 
 
-@message(27, max_size=MAX_BROADCAST_PAYLOAD + 128)
+@message(27, max_size=MAX_BROADCAST_PAYLOAD + 128 + MAX_SKIP * 10)
 class Push(Message):
-    """An epidemic broadcast: `id` is the hash of `payload`; `hops` counts relays (for stats)."""
+    """An epidemic broadcast: `id` is the hash of `payload`; `hops` counts relays (for stats).
+
+    `skip` lists (8-byte id prefixes of) peers that already have it or were just sent it, so relays
+    do not send it there again: in small networks this stops most duplicate traffic.
+    """
 
     id: Hash
     hops: Annotated[int, UInt(0, 255)]
+    skip: Annotated[tuple[bytes, ...], ListOf(Bytes(size=SHORT_ID), MAX_SKIP)]
     payload: Annotated[bytes, Bytes(max_size=MAX_BROADCAST_PAYLOAD)]
 
 

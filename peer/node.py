@@ -73,7 +73,7 @@ class Node:
                                      seeds=seeds, config=config.membership, rng=rng)
         self.settlement = settlement_class(key, genesis, store, alive=self.membership.alive, rng=rng,
                                      gateway_config=config.gateway, sync_config=config.sync)
-        self.broadcast = Broadcast(genesis.network_id, self.membership.alive,
+        self.broadcast = Broadcast(genesis.network_id, self.membership.alive, self.id,
                                    validate=self.settlement.validate_broadcast, config=config.broadcast, rng=rng)
         self.writer = GroupCommitWriter(store, sync=config.fsync, in_thread=config.writer_thread,
                                         flush_delay=config.flush_delay)
