@@ -51,9 +51,14 @@ class Order(Message):
     memo: Annotated[str, Text(MAX_MEMO_BYTES)]
     sig: Sig
     _id: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _body: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def body(self) -> bytes:
-        return _body(self)
+        body = self._body
+        if body is None:
+            body = _body(self)
+            object.__setattr__(self, "_body", body)
+        return body
 
     @property
     def id(self) -> bytes:
@@ -83,9 +88,14 @@ class Vote(Message):
     order_id: Hash
     voter: Key
     sig: Sig
+    _body: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def body(self) -> bytes:
-        return _body(self)
+        body = self._body
+        if body is None:
+            body = _body(self)
+            object.__setattr__(self, "_body", body)
+        return body
 
     def signature_valid(self, network: bytes) -> bool:
         return verify(self.voter, self.sig, Purpose.VOTE, network, self.body())

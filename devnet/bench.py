@@ -111,6 +111,7 @@ class Gateway:
             if not self._queue:
                 self._wake = trio.Event()
                 await self._wake.wait()
+            await trio.sleep(0)  # coalesce submissions made in this scheduler pass
             batch = []
             size = 0
             while self._queue and size < 512 * 1024:

@@ -99,6 +99,7 @@ class ClientSession:
                     self._wake = trio.Event()
                     await self._wake.wait()
                     continue
+                await trio.sleep(0)  # let more replies queue up: one frame for many (see transport)
                 await self._conn.send(take_batch(self._queue, self._max_frame))
         except CONNECTION_FAILURES as exc:
             if not self._conn.closed:
