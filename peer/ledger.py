@@ -99,7 +99,11 @@ class Ledger:
     def applied(self, order_id: bytes) -> int:
         flags = self._applied.get(order_id)
         if flags is None:
+            # Remember the answer (also "never applied"): one payment asks several times.
             flags = self.store.get_applied(order_id)
+            self._applied[order_id] = flags
+            if len(self._applied) > APPLIED_CACHE:
+                self._applied.popitem(last=False)
         return flags
 
     def debit_at(self, account: bytes, seq: int) -> bytes | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import os
+import random
 import statistics
 from collections import Counter
 from functools import lru_cache
@@ -59,8 +59,9 @@ def imbalance(committee_size: int, replication: int, vnodes: int, accounts: int 
     committee = [hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(committee_size)]
     ring = Ring(committee, replication, vnodes)
     counts: Counter[bytes] = Counter()
+    rng = random.Random(seed)
     for _ in range(accounts):
-        for pid in ring.owners(os.urandom(32)):
+        for pid in ring.owners(rng.randbytes(32)):
             counts[pid] += 1
     values = [counts[p] for p in committee]
     mean = statistics.mean(values)

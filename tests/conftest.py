@@ -13,6 +13,10 @@ settings.register_profile("soak", deadline=None, max_examples=20_000,
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", default=False,
                      help="run the long soak tests (thousands of seeds, large sizes)")
+    parser.addoption("--seeds", type=int, default=2000,
+                     help="how many simulation seeds the soak tests run (with --soak)")
+    parser.addoption("--first-seed", type=int, default=1000,
+                     help="first seed of the soak range (to replay or split a long run)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

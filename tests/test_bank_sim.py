@@ -5,8 +5,9 @@ orders, 2% loss, 1% duplication, jittered latency (reordering), a partition, cra
 owners (stores survive, memory does not) and one Byzantine owner that equivocates and relays forged
 certificates. After the faults heal, every invariant in `tests/sim/workload.py` must hold.
 
-    pytest tests/test_bank_sim.py                      # the CI seeds
-    pytest tests/test_bank_sim.py --soak --seeds 2000  # thousands (see README)
+    pytest tests/test_bank_sim.py                                   # the CI seeds
+    pytest tests/test_bank_sim.py --soak -m soak --seeds 2000       # thousands (see README)
+    pytest tests/test_bank_sim.py --soak -m soak --first-seed 1234 --seeds 1   # replay one seed
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ async def run_scenario(seed: int, *, duration: float = 20.0) -> tuple[Workload, 
     finally:
         bank.close()
     return work, problems
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "soak_seed" in metafunc.fixturenames:
+        first = metafunc.config.getoption("--first-seed")
+        count = metafunc.config.getoption("--seeds") if metafunc.config.getoption("--soak") else 1
+        metafunc.parametrize("soak_seed", range(first, first + count))
+
+
+@pytest.mark.soak
+def test_bank_workload_soak(soak_seed: int) -> None:
+    test_bank_workload_under_faults(soak_seed)
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)

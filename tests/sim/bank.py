@@ -19,7 +19,7 @@ from crypto.keys import SigningKey
 from gossip.broadcast import BroadcastConfig
 from gossip.membership import MembershipConfig
 from peer.gateway import GatewayConfig
-from peer.genesis import Allocation, Genesis
+from peer.genesis import DEFAULT_VNODES, Allocation, Genesis
 from peer.node import Node, NodeConfig
 from peer.settlement import Settlement
 from peer.sync import SyncConfig
@@ -79,7 +79,7 @@ class BankNetwork:
             for i in range(self.peers)
         ]
         self.genesis = Genesis(
-            f"sim-{self.seed}", tuple(p.id for p in self.members), self.replication, self.quorum, 64, 2,
+            f"sim-{self.seed}", tuple(p.id for p in self.members), self.replication, self.quorum, DEFAULT_VNODES, 2,
             tuple(Allocation(k.public, self.balance) for k in self.keys),
             random.Random(f"{self.seed}/nonce").randbytes(16),
         ).validate()
