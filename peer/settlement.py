@@ -98,8 +98,9 @@ class Settlement:
         self.ledger = Ledger(store, self.ring, self.me)
         self.checker = CertificateChecker(self.network_id, self.ring, self.quorum,
                                           own_vote=self._own_vote, self_id=self.me)
+        self._alive = alive
         self.gateway = Gateway(self.me, self.network_id, self.ring, self.quorum, self.checker, self.out,
-                               gateway_config)
+                               gateway_config, alive=self._is_alive)
         self.sync = Sync(self.ledger, self.out, self.rng, alive, self._apply_pulled, sync_config)
         self._verified_orders: OrderedDict[bytes, None] = OrderedDict()
         self._decoded: OrderedDict[bytes, Certificate] = OrderedDict()  # broadcast payload -> cert
@@ -301,6 +302,9 @@ class Settlement:
         if len(self._verified_orders) > 100_000:
             self._verified_orders.popitem(last=False)
         return True
+
+    def _is_alive(self, peer: bytes) -> bool:
+        return peer == self.me or peer in self._alive()
 
     def _own_vote(self, sender: bytes, seq: int, order_id: bytes) -> bytes | None:
         lock = self.ledger.locks.get((sender, seq))

@@ -762,15 +762,43 @@ def sends(effects: list[object], kind: type) -> list[Send]:
     return [e for e in effects if isinstance(e, Send) and isinstance(e.msg, kind)]
 
 
-def test_gateway_asks_every_owner_of_the_sender(world: World) -> None:
+def test_gateway_asks_a_quorum_first_then_every_owner_after_the_hedge_delay(world: World) -> None:
     rig = gateway(world)
     order = gateway_order(world)
+    owners = world.ring.owners(order.sender)
     p = rig.gw.submit(order, 0.0)
-    effects = rig.drain()
-    asked = sends(effects, VoteRequest)
-    assert sorted(s.dst for s in asked) == sorted(world.ring.owners(order.sender))
-    assert all(s.msg.order == order for s in asked)
+    first = sends(rig.drain(), VoteRequest)
+    assert len(first) == QUORUM and {s.dst for s in first} < set(owners)
+    assert all(s.msg.order == order for s in first)
+    hedge_at = rig.gw.next_deadline()
+    assert 0 < hedge_at <= GatewayConfig().vote_timeout
+    rig.gw.tick(hedge_at - 1e-3)
+    assert rig.drain() == []  # nobody else is asked before the hedge delay
+    rig.gw.tick(hedge_at)
+    second = sends(rig.drain(), VoteRequest)
+    # Every owner that has not voted is asked now, including the one left out at first.
+    assert {s.dst for s in second} == set(owners)
     assert p.status == PENDING
+
+
+def test_gateway_asks_the_remaining_owners_at_once_when_one_refuses(world: World) -> None:
+    rig = gateway(world)
+    order = gateway_order(world)
+    owners = world.ring.owners(order.sender)
+    rig.gw.submit(order, 0.0)
+    first = {s.dst for s in sends(rig.drain(), VoteRequest)}
+    refuser = sorted(first)[0]
+    rig.gw.on_refusal(refuser, Refusal(order.id, int(Refuse.SEQ_AHEAD), "behind", b""), 0.01)
+    asked = {s.dst for s in sends(rig.drain(), VoteRequest)}
+    assert set(owners) - first <= asked  # the owner left out at first is asked without waiting
+
+
+def test_gateway_without_hedging_asks_every_owner_at_once(world: World) -> None:
+    rig = gateway(world, GatewayConfig(hedge=False))
+    order = gateway_order(world)
+    rig.gw.submit(order, 0.0)
+    asked = sends(rig.drain(), VoteRequest)
+    assert sorted(s.dst for s in asked) == sorted(world.ring.owners(order.sender))
 
 
 def test_quorum_of_votes_certifies_delivers_and_publishes(world: World) -> None:
@@ -945,7 +973,7 @@ def test_deliveries_are_retried_to_owners_that_did_not_ack(world: World) -> None
 
 
 def test_silent_owners_are_re_asked_with_backoff_then_timeout(world: World) -> None:
-    config = GatewayConfig(vote_timeout=1.0, backoff=2.0, deadline=20.0)
+    config = GatewayConfig(vote_timeout=1.0, backoff=2.0, deadline=20.0, hedge=False)
     rig = gateway(world, config)
     order = gateway_order(world)
     owners = world.ring.owners(order.sender)
@@ -973,7 +1001,7 @@ def test_silent_owners_are_re_asked_with_backoff_then_timeout(world: World) -> N
 
 
 def test_resubmitting_joins_a_pending_payment_and_restarts_a_failed_one(world: World) -> None:
-    rig = gateway(world, GatewayConfig(deadline=4.0))
+    rig = gateway(world, GatewayConfig(deadline=4.0, hedge=False))
     order = gateway_order(world)
     p = rig.gw.submit(order, 0.0)
     first = sends(rig.drain(), VoteRequest)
