@@ -65,7 +65,7 @@ def _load(root: Path) -> Devnet:
         raise Fail(str(exc), EXIT_DIR) from exc
 
 
-def _peer(devnet: Devnet, name: str):  # noqa: ANN202
+def _peer(devnet: Devnet, name: str):
     try:
         return devnet.peer(name)
     except DevnetError as exc:

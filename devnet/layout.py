@@ -91,7 +91,7 @@ class Devnet:
 
     def peer(self, name: str) -> PeerEntry:
         for p in self.peers:
-            if p.name == name or p.peer_id.startswith(name) and len(name) >= 6:
+            if p.name == name or (p.peer_id.startswith(name) and len(name) >= 6):
                 return p
         raise DevnetError(f"no peer named {name!r} in this devnet (peers: {', '.join(p.name for p in self.peers)})")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,10 +79,8 @@ def wait_exit(entry: PeerEntry, devnet: Devnet, timeout: float) -> bool:
 def _reap(pid: int | None) -> None:
     if pid is None:
         return
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child (an earlier `devnet up`): init reaps it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (started by an earlier `devnet up`): init reaps it
 
 
 def stop_peer(devnet: Devnet, entry: PeerEntry, *, timeout: float = 10.0) -> None:
@@ -114,7 +113,7 @@ def wait_converged(devnet: Devnet, *, timeout: float = 30.0, names: list[str] | 
         if dead:
             tails = "; ".join(f"{n}: {tail(devnet, n, 3)}" for n in dead)
             raise DevnetError(f"peer(s) {', '.join(dead)} exited during start-up: {tails}")
-        last = ", ".join(f"{p.name}={'down' if d is None else d['members']['alive']}" for p, d in zip(running, docs))
+        last = ", ".join(f"{p.name}={'down' if d is None else d['members']['alive']}" for p, d in zip(running, docs, strict=True))
         time.sleep(0.2)
     raise DevnetError(f"membership did not converge within {timeout:.0f} s ({last})")
 

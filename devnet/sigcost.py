@@ -25,7 +25,7 @@ class SigCost:
     verify_us: float
 
 
-def _median_us(fn, n: int, repeats: int) -> float:  # noqa: ANN001
+def _median_us(fn, n: int, repeats: int) -> float:
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()

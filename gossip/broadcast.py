@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from crypto.keys import Purpose, digest
 from crypto.schema import Message
 from gossip.effects import Notify, Outbox, Penalize
-from gossip.wire import MAX_BROADCAST_PAYLOAD, MAX_DIGEST_IDS, MAX_SKIP, SHORT_ID, IHave, IWant, Push
+from gossip.wire import (
+    MAX_BROADCAST_PAYLOAD,
+    MAX_DIGEST_IDS,
+    MAX_SKIP,
+    SHORT_ID,
+    IHave,
+    IWant,
+    Push,
+)
 
 
 class Verdict(enum.Enum):

@@ -21,7 +21,18 @@ import trio
 from crypto.errors import RemoteProtocolError
 from crypto.schema import Message, decode_any
 from gossip.broadcast import Broadcast
-from gossip.effects import Dial, Forget, Learn, Notify, Outbox, Penalize, Persist, Publish, Seen, Send
+from gossip.effects import (
+    Dial,
+    Forget,
+    Learn,
+    Notify,
+    Outbox,
+    Penalize,
+    Persist,
+    Publish,
+    Seen,
+    Send,
+)
 from gossip.links import ConnectError, Links
 from gossip.membership import Membership
 from store.db import Batch, Store

@@ -5,7 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from crypto.messages import Hash, Key
-from crypto.schema import U16_MAX, U32_MAX, U63_MAX, Bool, Bytes, ListOf, Message, Nested, Text, UInt, message
+from crypto.schema import (
+    U16_MAX,
+    U32_MAX,
+    U63_MAX,
+    Bool,
+    Bytes,
+    ListOf,
+    Message,
+    Nested,
+    Text,
+    UInt,
+    message,
+)
 
 ALIVE, SUSPECT, DEAD, LEFT = 0, 1, 2, 3
 STATE_NAMES = {ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", LEFT: "left"}

@@ -10,9 +10,9 @@ The reference is docs/api.md.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,7 +21,7 @@ from starlette.routing import Route
 from crypto.address import decode_address, encode_address
 from crypto.errors import AddressError, DecodeError
 from crypto.messages import Certificate, Order
-from gossip.wire import ALIVE, STATE_NAMES
+from gossip.wire import STATE_NAMES
 from peer import genesis as genesis_file
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayFull
 from peer.metrics import CONTENT_TYPE, Metrics
@@ -67,7 +67,7 @@ class Api:
         self.peer_port = peer_port
         self.accepting = True
         self.waiting = 0
-        self.started = time.time()
+        self.started = trio.current_time()
         self._share = self._ring_share()
         self.app = Starlette(routes=[
             Route("/v1/status", self._wrap("status", self.status)),
@@ -168,7 +168,7 @@ class Api:
             "network_id": node.genesis.network_id.hex(),
             "network": node.genesis.name,
             "version": VERSION,
-            "uptime_seconds": round(time.time() - self.started, 3),
+            "uptime_seconds": round(trio.current_time() - self.started, 3),
             "accepting": self.accepting,
             "committee_member": node.id in node.genesis.committee,
             "committee_size": len(node.genesis.committee),

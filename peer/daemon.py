@@ -118,11 +118,11 @@ class Daemon:
         finally:
             store.close()
 
-    async def _serve(self, key, genesis, store: Store, task_status) -> int:  # noqa: ANN001
+    async def _serve(self, key, genesis, store: Store, task_status) -> int:
         s = self.settings
         clients: list[ClientService] = []
 
-        async def client_handler(session) -> None:  # noqa: ANN001
+        async def client_handler(session) -> None:
             if clients:
                 await clients[0].handle(session)
             else:

@@ -282,10 +282,8 @@ class Gateway:
 
     def _fail_from_refusals(self, p: Payment, now: float) -> None:
         codes = Counter(code for code, _, _ in p.refused.values())
-        if Refuse.CONFLICT in codes:
-            code = Refuse.CONFLICT
-        else:
-            code = codes.most_common(1)[0][0]
+        # A conflict is the most useful answer for the client (it carries the locked order).
+        code = Refuse.CONFLICT if Refuse.CONFLICT in codes else codes.most_common(1)[0][0]
         detail, evidence = next((d, e) for c, d, e in p.refused.values() if c is code)
         self._fail(p, code.slug, detail, now, evidence)
 

@@ -264,9 +264,8 @@ class Settlement:
         if order.sender == order.recipient:
             raise OrderRejected(Refuse.SELF_TRANSFER, "sender and recipient are the same account")
         existing = self.gateway.lookup(order.id)
-        if existing is None or existing.status == "failed":
-            if not self._signature_ok(order):
-                raise OrderRejected(Refuse.BAD_SIGNATURE, "the order's signature does not verify")
+        if (existing is None or existing.status == "failed") and not self._signature_ok(order):
+            raise OrderRejected(Refuse.BAD_SIGNATURE, "the order's signature does not verify")
         known = self.store.get_cert(order.id)
         cert = None
         if known is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from functools import lru_cache
 
 from crypto.keys import SigningKey, is_on_curve, is_weak_key

@@ -10,7 +10,14 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOption
 from crypto import codec
 from crypto.errors import DecodeError
 from store import layout
-from store.errors import NotADatabase, SchemaMismatch, StoreClosed, StoreCorrupt, StoreError, WrongNetwork
+from store.errors import (
+    NotADatabase,
+    SchemaMismatch,
+    StoreClosed,
+    StoreCorrupt,
+    StoreError,
+    WrongNetwork,
+)
 
 SCHEMA_VERSION = 1
 MAGIC = b"meshpay-store"

@@ -19,8 +19,8 @@ from hypothesis.strategies import SearchStrategy
 
 import crypto.messages  # noqa: F401  (registers the core message kinds)
 import gossip.wire  # noqa: F401  (gossip kinds)
-import peer.client_wire  # noqa: F401  (client protocol kinds)
-import peer.genesis  # noqa: F401  (genesis kinds)
+import peer.client_wire
+import peer.genesis
 import peer.wire  # noqa: F401  (settlement kinds)
 from crypto.schema import (
     Bool,

@@ -236,7 +236,7 @@ def test_random_garbage(garbage: bytes) -> None:
 @pytest.mark.parametrize(
     "data",
     [b"", b"\n", b"\xff\xfe\x00", b"hello", b"{", b"{'meshpay_keystore': 1}", b"\x00" * 64,
-     "{\"meshpay_keystore\": 1,".encode() + b"\xc3\x28}"],
+     b"{\"meshpay_keystore\": 1," + b"\xc3\x28}"],
 )
 def test_not_json(data: bytes) -> None:
     assert_corrupt(data)

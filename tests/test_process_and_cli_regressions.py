@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from devnet import layout, processes
 from tests.wallet_support import REPO, gone, wait_until
 

@@ -27,8 +27,8 @@ from store import (
     StoreCorrupt,
     StoreError,
     WrongNetwork,
+    layout,
 )
-from store import layout
 
 NET = bytes(range(32))
 OTHER_NET = bytes(range(100, 132))

@@ -99,7 +99,7 @@ def check_store(db: Path, acked: set[int], seed: int, rnd: int) -> int:
     tag = f"seed {seed} round {rnd}"
     try:
         store = Store.open(db, child.NETWORK)
-    except Exception as exc:  # noqa: BLE001 - reported with the seed, then re-raised
+    except Exception as exc:
         raise AssertionError(f"{tag}: store does not open after SIGKILL: {exc!r}") from exc
     try:
         present: dict[int, dict[int, bytes]] = {}

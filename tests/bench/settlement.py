@@ -20,7 +20,6 @@ import time
 
 import trio
 
-from crypto.keys import SigningKey
 from crypto.messages import Order
 from devnet import sigcost
 from peer.ring import Ring, imbalance

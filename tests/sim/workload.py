@@ -24,8 +24,8 @@ import trio
 from crypto.messages import Certificate, Order
 from peer.certify import CertificateChecker
 from peer.gateway import GatewayFull
-from peer.ring import Ring
 from peer.node import Node
+from peer.ring import Ring
 from peer.settlement import OrderRejected, Settlement
 from store import layout
 from tests.sim.bank import BankNetwork
@@ -181,7 +181,7 @@ def check(bank: BankNetwork, record: Record) -> list[str]:
                 problems.append(f"owner {peer.index} has not applied the credit of {oid.hex()[:8]}")
     # Replicas agree; supply is conserved.
     accounts = {a.account for a in bank.genesis.allocations}
-    for oid, cert in certs.items():
+    for cert in certs.values():
         accounts.add(cert.order.recipient)
     total = 0
     for account in accounts:
