@@ -31,7 +31,7 @@ from peer.wire import Refuse
 from store import layout
 
 VERSION = "0.1.0"
-_CONFLICT_CODES = {Refuse.CONFLICT.slug}
+_FAILURE_STATUS = {Refuse.CONFLICT.slug: 409, "timeout": 504, "shutting_down": 503}
 _WAITS = ("none", CERTIFIED, SETTLED)
 
 
@@ -245,6 +245,8 @@ class Api:
             raise ApiError(400, "bad_query", "limit and before must be integers") from exc
         if not 1 <= limit <= 500:
             raise ApiError(400, "bad_query", "limit must be between 1 and 500")
+        if before_index is not None and not 0 <= before_index <= 2**64 - 1:
+            raise ApiError(400, "bad_query", "before must be a history index (0 to 2^64-1)")
         store = self.node.store
         entries = []
         rows = store.history(account, before=before_index, limit=limit)
@@ -340,8 +342,10 @@ class Api:
                                if self.node.current(order.id) else "pending")
             event = reached
         if event.status == FAILED:
-            status = 409 if event.code in _CONFLICT_CODES else 504 if event.code == "timeout" else 422
-            extra: dict[str, Any] = {"payment_id": order.id.hex()}
+            # conflict: another order holds the seq; timeout: no quorum in time (it may still
+            # complete if resubmitted); shutting_down: the gateway stopped, use another peer.
+            status = _FAILURE_STATUS.get(event.code or "", 422)
+            extra: dict[str, Any] = {"payment_id": order.id.hex(), "status": event.status}
             if event.evidence:
                 extra["evidence"] = event.evidence.hex()
             raise ApiError(status, event.code or "failed", event.detail or "payment failed", **extra)
@@ -359,6 +363,8 @@ class Api:
         if order is None:
             raise ApiError(404, "unknown_payment", "this peer has no record of that payment")
         applied = None
+        if tracked is not None and tracked.status in (CERTIFIED, SETTLED):
+            applied = {"debit": len(tracked.debit_acks), "credit": len(tracked.credit_acks)}
         if status == CERTIFIED and cert is not None:
             owners = tuple(set(self.node.settlement.ring.owners(order.sender))
                            | set(self.node.settlement.ring.owners(order.recipient)))
