@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak bench-foundation lint clean
+.PHONY: devnet test soak bench-foundation bench-settlement bench-gossip lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -23,6 +23,12 @@ soak: $(VENV)/.installed
 
 bench-foundation: $(VENV)/.installed
 	$(PY) -m tests.bench.foundation
+
+bench-settlement: $(VENV)/.installed
+	$(PY) -m tests.bench.settlement
+
+bench-gossip: $(VENV)/.installed
+	$(PY) -m tests.bench.gossip
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff

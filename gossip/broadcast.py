@@ -229,7 +229,7 @@ class Broadcast:
             self._seen_short.discard(mid[:SHORT_ID])
         horizon = now - self.config.keep_window
         while self._kept:
-            sid, (_, at) = next(iter(self._kept.items()))
+            _, (_, at) = next(iter(self._kept.items()))
             if at > horizon:
                 break
             self._kept.popitem(last=False)

@@ -19,7 +19,7 @@ from crypto.keys import SigningKey
 from crypto.messages import ROLE_CLIENT
 from gossip.channel import max_message, take_batch
 from gossip.connection import Connection, TransportStats, connect
-from gossip.limits import TransportLimits
+from gossip.limits import DEFAULT_LIMITS, TransportLimits
 from gossip.links import ConnectError
 
 log = logging.getLogger("meshpay.transport")
@@ -178,7 +178,7 @@ class ClientConnection:
 
 
 async def open_client(
-    host: str, port: int, network_id: bytes, *, limits: TransportLimits = TransportLimits(),
+    host: str, port: int, network_id: bytes, *, limits: TransportLimits = DEFAULT_LIMITS,
 ) -> ClientConnection:
     """Connect to a peer as a client (with a throwaway key). Raises ConnectError."""
     try:

@@ -9,6 +9,7 @@ synchronous so a ban can cut connections from non-async code.
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -155,11 +156,10 @@ async def _run_handshake(
                     await stream.send_all(encode_frame(reply))
     except HandshakeError as exc:
         if exc.reject is not None:
-            with trio.move_on_after(REJECT_GRACE):
-                try:
-                    await stream.send_all(encode_frame(exc.reject))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass  # the reject is a courtesy; the other side may have hung up first
+            # The reject is a courtesy; the other side may have hung up first.
+            with trio.move_on_after(REJECT_GRACE), contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.send_all(encode_frame(exc.reject))
         raise
     return Connection(stream, hs.result, decoder, pending, limits, stats, remote_address(stream))
 

@@ -42,6 +42,9 @@ class TransportLimits:
                 raise ValueError(f"{name} must be positive")
 
 
+DEFAULT_LIMITS = TransportLimits()
+
+
 class FrameFlood(RemoteProtocolError):
     """More frames per second than the connection's budget."""
 

@@ -319,6 +319,9 @@ class Membership:
         m = self.members.get(probe.target)
         if m is not None and m.state == ALIVE:
             self._suspect(m, m.incarnation, self.id, now)
+        elif m is not None and m.state == SUSPECT:
+            # Our own failed probe is an independent confirmation (Lifeguard), as memberlist counts it.
+            self._confirm(m, self.id, now)
 
     # ---- message handling ---------------------------------------------------------------------
     def handle(self, src: bytes, msg: Message, now: float) -> None:

@@ -33,7 +33,7 @@ from gossip.channel import max_message, take_batch
 from gossip.client import CONNECTION_FAILURES, ClientHandler, serve_client
 from gossip.connection import Connection, TransportStats, accept, connect, remote_address
 from gossip.handshake import NetworkMismatch, PeerBanned, WrongPeer
-from gossip.limits import PenaltyBook, TransportLimits, backoff_delay
+from gossip.limits import DEFAULT_LIMITS, PenaltyBook, TransportLimits, backoff_delay
 from gossip.links import ConnectError
 
 log = logging.getLogger("meshpay.transport")
@@ -59,7 +59,7 @@ def _describe(host: str, port: int, exc: BaseException) -> str:
 class _Peer:
     """What we know about one remote peer id: where to dial it and what waits to go there."""
 
-    __slots__ = ("addr", "failures", "inbound", "out", "peer_id", "queue", "wake", "writing")
+    __slots__ = ("addr", "failures", "inbound", "out", "peer_id", "queue", "retry", "wake", "writing")
 
     def __init__(self, peer_id: bytes) -> None:
         self.peer_id = peer_id
@@ -70,6 +70,7 @@ class _Peer:
         self.out: Connection | None = None
         self.inbound: set[Connection] = set()
         self.failures = 0  # consecutive failed dials/sends, for backoff
+        self.retry: trio.Event | None = None  # set to cut a backoff short (the peer dialed us)
 
     def connected(self) -> bool:
         return self.out is not None and not self.out.closed
@@ -92,7 +93,7 @@ class TcpTransport:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        limits: TransportLimits = TransportLimits(),
+        limits: TransportLimits = DEFAULT_LIMITS,
         client_handler: ClientHandler | None = None,
     ) -> None:
         self.identity = identity
@@ -286,8 +287,11 @@ class TcpTransport:
             if peer.connected():  # dial() got there first
                 return peer.out
             if peer.failures:
-                await trio.sleep(backoff_delay(peer.failures, self.limits.backoff_min,
-                                               self.limits.backoff_max, self._rng))
+                peer.retry = trio.Event()
+                with trio.move_on_after(backoff_delay(peer.failures, self.limits.backoff_min,
+                                                      self.limits.backoff_max, self._rng)):
+                    await peer.retry.wait()
+                peer.retry = None
                 if not peer.queue or peer.addr is None or peer.connected():
                     continue  # things changed while we slept: re-check from the top
             host, port = peer.addr
@@ -382,6 +386,11 @@ class TcpTransport:
     async def _run_inbound_peer(self, conn: Connection) -> None:
         peer = self._peer(conn.peer_id)
         peer.inbound.add(conn)
+        if peer.failures:
+            # It just proved it is up (a restart): dial it now rather than after the backoff.
+            peer.failures = 0
+            if peer.retry is not None:
+                peer.retry.set()
         try:
             await self._read_loop(conn, idle=self.limits.idle_timeout * INBOUND_IDLE_FACTOR)
         finally:

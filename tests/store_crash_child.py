@@ -14,6 +14,7 @@ batch-number order; the parent relies on that to check that recovery keeps a pre
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 from pathlib import Path
@@ -84,7 +85,5 @@ async def main(path: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m tests.store_crash_child DBPATH")
-    try:
+    with contextlib.suppress(BrokenPipeError):  # the parent went away
         trio.run(main, Path(sys.argv[1]))
-    except BrokenPipeError:
-        pass  # the parent went away

@@ -149,7 +149,7 @@ async def test_later_batch_never_durable_before_earlier(store: Store) -> None:
             i = next(seq)
             done = trio.Event()
 
-            def cb(i: int = i) -> None:
+            def cb(i: int = i, done: trio.Event = done) -> None:
                 on_durable(i)
                 done.set()
 
@@ -370,7 +370,7 @@ async def test_in_loop_writer_groups_under_mock_clock(
             t0 = trio.current_time()
             done = trio.Event()
 
-            def cb(i: int = i) -> None:
+            def cb(i: int = i, done: trio.Event = done) -> None:
                 order.append(i)
                 done.set()
 

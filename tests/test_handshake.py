@@ -300,3 +300,18 @@ def test_reject_reason_is_cut_to_the_schema_limit() -> None:
     reject = HandshakeReject.decode(reject_payload(RejectCode.PROTOCOL, "é\x00" * 500))
     assert len(reject.reason.encode()) <= 200
     assert "\x00" not in reject.reason
+
+
+def test_initiator_admit_policy_refuses_before_the_responder_is_done() -> None:
+    def admit(peer_id: bytes, role: int) -> None:
+        raise PeerBanned("we banned you")
+
+    i, r = machines(i_admit=admit)
+    i_hello, r_hello = i.start(), r.start()
+    r.receive(i_hello)
+    with pytest.raises(PeerBanned) as info:
+        i.receive(r_hello)
+    assert r.state is State.AWAIT_AUTH  # so the reject reads as a reject, not a sealed frame
+    with pytest.raises(HandshakeRefused) as refused:
+        r.receive(info.value.reject)
+    assert refused.value.refusal_code == RejectCode.BANNED

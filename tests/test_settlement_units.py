@@ -598,7 +598,7 @@ def test_credit_is_applied_once(ledger: Ledger, world: World) -> None:
     sender, recipient = world.foreign[0], world.mine[0]
     assert not ledger.owns(sender.public)
     cert = world.cert(world.order(sender, recipient, 25))
-    batch, result = durable_apply(ledger, cert)
+    _, result = durable_apply(ledger, cert)
     state = ledger.account(recipient.public)
     assert (state.balance, state.credits, state.history) == (BALANCE + 25, 1, 1)
     assert result.sides == layout.APPLIED_CREDIT and result.newly == [cert]
@@ -622,7 +622,7 @@ def test_debits_apply_in_sequence_order(ledger: Ledger, world: World) -> None:
     c1 = world.cert(world.order(sender, recipient, 200, 1))
     _, r0 = durable_apply(ledger, c0)
     assert r0.sides == layout.APPLIED_DEBIT and r0.gap is None
-    _, r1 = durable_apply(ledger, c1)
+    durable_apply(ledger, c1)
     state = reload(ledger).account(sender.public)
     assert (state.balance, state.next_seq) == (BALANCE - 300, 2)
     assert ledger.debit_at(sender.public, 0) == c0.id and ledger.debit_at(sender.public, 1) == c1.id

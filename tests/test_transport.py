@@ -5,8 +5,10 @@ Waits are bounded by `trio.fail_after(10)` and poll for an outcome; nothing asse
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +28,7 @@ from gossip.handshake import (
     Handshake,
     HandshakeRefused,
     NetworkMismatch,
+    PeerBanned,
     RejectCode,
     WrongPeer,
     auth_body,
@@ -92,13 +95,15 @@ async def assert_serves(server: TcpTransport) -> None:
 
 
 async def assert_closed(stream: trio.SocketStream) -> None:
-    """The other side closes the connection (we may get a reject frame first)."""
-    with trio.fail_after(WAIT):
-        try:
+    """The other side closes the connection (we may get a reject frame first); then we close ours."""
+    try:
+        with trio.fail_after(WAIT):
             while await stream.receive_some(65536):
                 pass
-        except trio.BrokenResourceError:
-            pass
+    except trio.BrokenResourceError:
+        pass  # a reset is as good as a close here
+    finally:
+        await stream.aclose()
 
 
 def free_port() -> int:
@@ -272,10 +277,8 @@ async def _garbage_after_handshake(server: TcpTransport) -> bytes | None:
 async def _frame_flood(server: TcpTransport) -> bytes | None:
     raw = await RawPeer.connect(server.port)
     flood = b"".join(encode_frame(raw.sealer.seal([b"spam"])) for _ in range(1000))
-    try:
+    with contextlib.suppress(trio.BrokenResourceError):  # the server may cut us off mid-flood
         await raw.stream.send_all(flood)
-    except trio.BrokenResourceError:
-        pass  # the server may cut us off mid-flood
     await assert_closed(raw.stream)
     return raw.key.public
 
@@ -303,6 +306,21 @@ async def test_misbehaving_connection_is_cut_and_server_keeps_serving(
             assert any(attacker.hex()[:12] in r.getMessage() and error in r.getMessage()
                        for r in caplog.records)
             assert server.is_banned(attacker) == bool(bans)
+        await assert_serves(server)
+
+
+async def test_random_bytes_never_stop_the_server() -> None:
+    rng = random.Random(1234)
+    server = make(handshake_timeout=0.5)
+    async with running(server):
+        for i in range(30):
+            stream = await trio.open_tcp_stream(HOST, server.port)
+            junk = rng.randbytes(rng.randrange(1, 400))
+            if i % 2:  # a plausible length prefix, so the junk reaches the handshake parser
+                junk = encode_frame(junk)
+            await stream.send_all(junk)
+            await assert_closed(stream)
+        assert sum(server.stats.handshake_failures.values()) == 30
         await assert_serves(server)
 
 
@@ -339,6 +357,18 @@ async def test_penalised_peer_is_banned_then_allowed_again() -> None:
         assert not b.is_banned(a.peer_id)
         assert b.send(a.peer_id, b"welcome back")
         assert await receive(a, 1) == [(b.peer_id, b"welcome back")]
+
+
+async def test_dialing_a_peer_we_banned_is_refused_without_blame() -> None:
+    a, b = make(), make()
+    async with running(a, b):
+        a.penalize(b.peer_id, 10, "invalid certificate")
+        with pytest.raises(ConnectError) as info:
+            await a.dial(HOST, b.port)
+        assert isinstance(info.value.__cause__, PeerBanned)
+        await until(lambda: b.stats.handshake_failures["HandshakeRefused"] == 1)
+        assert b.stats.bans == 0
+        assert sum(b.stats.protocol_errors.values()) == 0
 
 
 @pytest.mark.parametrize(("limit", "value"), [("max_per_address", 2), ("max_connections", 2)])

@@ -152,7 +152,7 @@ async def scenario(seed: int, point: str) -> None:
             owners = bank.owners(sender.public)
             assert len(owners) == 4
             gateway = next(p for p in bank.members if p not in owners)
-            victim, helper, *cut = rng.sample(owners, 4)
+            victim, _helper, *cut = rng.sample(owners, 4)
             # Keep a certificate from forming: only the victim and one helper hear the gateway.
             for peer in cut:
                 bank.net.block(gateway.id, peer.id)

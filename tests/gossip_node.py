@@ -1,6 +1,6 @@
 """A gossip-only node for tests and benchmarks — NOT the peer daemon (no settlement, no store).
 
-    python -m gossip.standalone --key-seed HEX --network HEX [--port P] [--seed HOST:PORT ...]
+    python -m tests.gossip_node --key-seed HEX --network HEX [--port P] [--seed HOST:PORT ...]
                                 [--incarnation N] [--probe-interval S ...] [--quiet]
 
 It runs the daemon's own classes — `TcpTransport` on 127.0.0.1, `Membership`, `Broadcast` and
@@ -96,7 +96,7 @@ class StandaloneNode:
             self.membership = Membership(self.key, self.network_id, HOST, port,
                                          incarnation=self.args.incarnation, seeds=seeds,
                                          config=self._config())
-            self.broadcast = Broadcast(self.network_id, self.membership.alive,
+            self.broadcast = Broadcast(self.network_id, self.membership.alive, self.key.public,
                                        validate=validate_vote(self.network_id),
                                        config=BroadcastConfig(fanout=self.args.fanout))
             self.runtime = Runtime(self.transport, self.membership, self.broadcast)
