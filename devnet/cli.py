@@ -382,6 +382,7 @@ def bench(
     payments: Annotated[int | None, typer.Option(min=1, help="Number of payments")] = None,
     accounts: Annotated[int, typer.Option(min=2, max=20_000, help="Accounts generating load")] = 200,
     ids_out: Annotated[Path | None, typer.Option("--ids-out", help="Write the certified payment ids here")] = None,
+    via: Annotated[str, typer.Option(help="binary (peer port) or http (the JSON API)")] = "binary",
     json_out: JsonOption = False,
 ) -> None:
     """Load the devnet and report throughput, latency and the fraction of the signature-cost bound."""
@@ -391,10 +392,13 @@ def bench(
         raise Fail("use either --duration or --payments, not both", EXIT_USAGE)
     if duration is None and payments is None:
         payments = 2000
+    if via not in ("binary", "http"):
+        raise Fail("--via must be binary or http", EXIT_USAGE)
     devnet = _load(root)
     if not any(processes.is_running(p, devnet) for p in devnet.peers):
         raise Fail(f"no peer of {root} is running; start it with `devnet up --dir {root} --detach`", EXIT_BENCH)
-    config = BenchConfig(accounts=accounts, payments=payments, duration=duration, rate=rate, concurrency=concurrency)
+    config = BenchConfig(accounts=accounts, payments=payments, duration=duration, rate=rate, concurrency=concurrency,
+                         via=via)
     progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), TaskProgressColumn(),
                         TextColumn("{task.completed}/{task.total}"), console=err, disable=json_out, transient=True)
     tasks: dict[str, int] = {}

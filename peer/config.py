@@ -69,6 +69,9 @@ class TuningSettings(BaseModel):
     anti_entropy_interval: float = Field(2.0, gt=0)
     payment_deadline: float = Field(20.0, gt=0)
     max_in_flight: int = Field(20_000, ge=1)
+    # Ask a quorum of owners first and the rest after this many times the recent time to certify
+    # (0: ask every owner at once: more work per payment, shorter tail when an owner is slow).
+    vote_hedge_factor: float = Field(3.0, ge=0)
     shutdown_grace: float = Field(5.0, ge=0)
 
 
@@ -179,6 +182,9 @@ sync_interval = 15.0
 anti_entropy_interval = 2.0
 payment_deadline = 20.0
 max_in_flight = 20000
+# Ask a quorum of owners first, the rest after this many times the recent time to certify
+# (0 asks every owner at once).
+vote_hedge_factor = 3.0
 # Seconds a shutdown waits for payments in flight before failing them.
 shutdown_grace = 5.0
 """

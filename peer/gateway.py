@@ -38,7 +38,7 @@ class GatewayConfig:
     deadline: float = 20.0
     delivery_timeout: float = 1.0
     max_deliveries: int = 8
-    keep_done: int = 100_000
+    keep_done: int = 20_000  # finished payments answered from memory; older ones from the store
     max_in_flight: int = 20_000
     hedge: bool = True
     hedge_min: float = 0.05

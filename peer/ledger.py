@@ -56,12 +56,14 @@ class Ledger:
         self._debits: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
         self._certs: OrderedDict[bytes, bytes] = OrderedDict()
         self.conflicts: list[tuple[bytes, int, bytes, bytes]] = []  # (sender, seq, applied, other)
+        self.changed: set[bytes] = set()  # accounts changed since anti-entropy last looked
 
     # ---- startup ------------------------------------------------------------------------------
     def load(self) -> None:
         """Read the owned state back after a restart."""
         for account, state in self.store.accounts():
             self.accounts[account] = state
+            self.changed.add(account)
         for account, seq, lock in self.store.locks():
             self.locks[(account, seq)] = lock
         for account, seq, order_id in self.store.waiting():
@@ -78,6 +80,7 @@ class Ledger:
             if self.owns(alloc.account):
                 state = AccountState(balance=alloc.amount)
                 self.accounts[alloc.account] = state
+                self.changed.add(alloc.account)
                 batch.put_account(alloc.account, state)
         batch.put_meta("genesis", genesis.network_id)
         return batch
@@ -182,6 +185,7 @@ class Ledger:
 
     def _credit(self, order: Order, oid: bytes, batch: Batch) -> None:
         state = self.account(order.recipient)
+        self.changed.add(order.recipient)
         state.balance += order.amount
         state.credits += 1
         state.credit_digest = _xor(state.credit_digest, oid)
@@ -191,6 +195,7 @@ class Ledger:
 
     def _debit(self, order: Order, oid: bytes, batch: Batch) -> None:
         state = self.account(order.sender)
+        self.changed.add(order.sender)
         state.balance -= order.amount
         batch.put_debit(order.sender, order.seq, oid)
         self._remember(self._debits, (order.sender, order.seq), oid)

@@ -147,7 +147,7 @@ class Node:
         kind = type(event)
         if kind is PaymentEvent:
             self._latest[event.order_id] = event
-            if len(self._latest) > 100_000:
+            if len(self._latest) > 20_000:
                 self._latest.pop(next(iter(self._latest)))
             callbacks = self._watchers.get(event.order_id)
             if callbacks:

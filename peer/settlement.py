@@ -151,7 +151,7 @@ class Settlement:
         elif kind is CertFetch:
             self.sync.on_cert_fetch(src, msg)
         elif kind is AEDigest:
-            self.sync.on_digest(src, msg)
+            self.sync.on_digest(src, msg, now)
         elif kind is AEAccounts:
             self.sync.on_accounts(src, msg, now)
         elif kind is CreditsRequest:

@@ -10,6 +10,10 @@ trusting it: whatever comes back is verified like any other certificate.
   the first side then pulls debits it lacks (`CertRange`) and, where the credit sets differ, the list
   of credit ids (`CreditsRequest`) and the certificates it is missing (`CertFetch`). Both sides run
   rounds, so each pulls what it lacks.
+- The digests are kept up to date incrementally (XOR in and out as accounts change), so a round
+  costs work proportional to what changed, not to how many accounts a peer owns; and accounts that
+  changed in the last `ae_quiet` seconds are left out of replies and pulls (their certificates are
+  most likely still in flight, not missing).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from store.layout import AccountState
 class SyncConfig:
     catch_up_timeout: float = 1.0
     ae_interval: float = 2.0
+    ae_quiet: float = 2.0
     max_ae_entries: int = 4096
 
 
@@ -60,6 +65,11 @@ class Sync:
         self.config = config or SyncConfig()
         self._catching_up: dict[bytes, float] = {}  # sender -> when the request expires
         self._next_ae = float("inf")
+        self._entry: dict[bytes, int] = {}  # account -> its current digest contribution (0: none)
+        self._last_change: dict[bytes, float] = {}
+        self._digests: dict[bytes, list[int]] = {}  # co-owner -> 64 bucket digests of shared accounts
+        self._in_bucket: list[set[bytes]] = [set() for _ in range(AE_BUCKETS)]
+        self._now = 0.0
         self.counters = {"catch_up_requests": 0, "ae_rounds": 0, "ae_repairs": 0, "certs_pulled": 0}
 
     def start(self, now: float) -> None:
@@ -152,6 +162,7 @@ class Sync:
         return self._next_ae
 
     def tick(self, now: float) -> None:
+        self._now = now
         for sender in [s for s, t in self._catching_up.items() if t <= now]:
             del self._catching_up[sender]
         if now < self._next_ae:
@@ -164,38 +175,77 @@ class Sync:
         self.counters["ae_rounds"] += 1
         self.out.send(peer, AEDigest(self._buckets(peer)))
 
-    def on_digest(self, src: bytes, msg: AEDigest) -> None:
+    def on_digest(self, src: bytes, msg: AEDigest, now: float) -> None:
+        self._now = now
         mine = self._buckets(src)
-        differ = {i for i in range(AE_BUCKETS) if mine[i] != msg.buckets[i]}
+        differ = [i for i in range(AE_BUCKETS) if mine[i] != msg.buckets[i]]
         if not differ:
             return
+        owners = self.ring.owners
+        quiet_before = self._now - self.config.ae_quiet
         entries = []
-        for account, state in self._shared(src):
-            if account[0] % AE_BUCKETS in differ:
+        for bucket in differ:
+            for account in self._in_bucket[bucket]:
+                if src not in owners(account) or self._last_change.get(account, 0.0) > quiet_before:
+                    continue
+                state = self.ledger.accounts[account]
                 entries.append(AEEntry(account, state.next_seq, state.credits, state.credit_digest))
                 if len(entries) >= self.config.max_ae_entries:
                     break
-        self.out.send(src, AEAccounts(tuple(entries)))
+            if len(entries) >= self.config.max_ae_entries:
+                break
+        if entries:
+            self.out.send(src, AEAccounts(tuple(entries)))
 
     def on_accounts(self, src: bytes, msg: AEAccounts, now: float) -> None:
+        self._now = now
+        self._refresh()
+        quiet_before = now - self.config.ae_quiet
         for entry in msg.entries:
             if not self.ledger.owns(entry.account) or src not in self.ring.owners(entry.account):
                 continue
+            if self._last_change.get(entry.account, 0.0) > quiet_before:
+                continue  # we are still applying things to it: compare it in a later round
             mine = self.ledger.peek(entry.account) or AccountState()
             if mine.next_seq < entry.next_seq:
                 self.need(entry.account, mine.next_seq, entry.next_seq, now, prefer=src)
             if entry.credits and (entry.credits, entry.credit_digest) != (mine.credits, mine.credit_digest):
                 self.out.send(src, CreditsRequest(entry.account, 0))
 
-    def _shared(self, peer: bytes) -> list[tuple[bytes, AccountState]]:
+    def _refresh(self) -> None:
+        """Fold the accounts changed since the last look into the per-co-owner bucket digests."""
+        changed = self.ledger.changed
+        if not changed:
+            return
         owners = self.ring.owners
-        return [(a, s) for a, s in self.ledger.accounts.items() if peer in owners(a)
-                and (s.next_seq or s.credits or s.balance)]
+        for account in changed:
+            state = self.ledger.accounts.get(account)
+            new = 0
+            if state is not None and (state.next_seq or state.credits or state.balance):
+                h = hashlib.sha256(account + state.next_seq.to_bytes(8, "big") + state.credits.to_bytes(8, "big")
+                                   + state.credit_digest).digest()
+                new = int.from_bytes(h[:8], "big")
+            old = self._entry.get(account, 0)
+            self._last_change[account] = self._now
+            if new == old:
+                continue
+            bucket = account[0] % AE_BUCKETS
+            flip = old ^ new
+            for peer in owners(account):
+                if peer != self.me:
+                    digests = self._digests.get(peer)
+                    if digests is None:
+                        digests = self._digests[peer] = [0] * AE_BUCKETS
+                    digests[bucket] ^= flip
+            if new:
+                self._entry[account] = new
+                self._in_bucket[bucket].add(account)
+            else:
+                self._entry.pop(account, None)
+                self._in_bucket[bucket].discard(account)
+        changed.clear()
 
     def _buckets(self, peer: bytes) -> tuple[bytes, ...]:
-        acc = [0] * AE_BUCKETS
-        for account, state in self._shared(peer):
-            h = hashlib.sha256(account + state.next_seq.to_bytes(8, "big") + state.credits.to_bytes(8, "big")
-                               + state.credit_digest).digest()
-            acc[account[0] % AE_BUCKETS] ^= int.from_bytes(h[:8], "big")
-        return tuple(x.to_bytes(8, "big") for x in acc)
+        self._refresh()
+        digests = self._digests.get(peer) or [0] * AE_BUCKETS
+        return tuple(x.to_bytes(8, "big") for x in digests)
