@@ -36,7 +36,7 @@ async def _scenario(seed: int) -> tuple[dict, dict, int]:
             await bank.restart(absent)
             present = next(p for p in owners if p is not absent)
 
-            def state(peer) -> tuple:  # noqa: ANN001
+            def state(peer) -> tuple:
                 s = peer.node.settlement.ledger.peek(recipient)
                 return None if s is None else (s.balance, s.credits, s.credit_digest)
 
