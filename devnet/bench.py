@@ -244,6 +244,7 @@ class BenchReport:
     fraction_of_bound: float
     offered: str
     resubmits: int
+    per_gateway: dict[str, int]
     certified_ids: list[str]
 
     def as_dict(self) -> dict:
@@ -469,6 +470,9 @@ class Bench:
             settled_ms=percentiles([t.settled - t.submitted for t in settled]),
             sign_us=cost.sign_us, verify_us=cost.verify_us, bound_per_second=b.payments_per_second,
             bound_formula=b.formula, fraction_of_bound=throughput / b.payments_per_second, offered=offered,
-            resubmits=self.resubmits, certified_ids=[t.order.id.hex() for t in certified],
+            resubmits=self.resubmits,
+            per_gateway={self.devnet.peers[i].name: n for i, n in sorted(Counter(t.gateway for t in tickets).items())
+                         if 0 <= i < len(self.devnet.peers)},
+            certified_ids=[t.order.id.hex() for t in certified],
         )
 

@@ -32,6 +32,8 @@ from devnet.bench import Bench, BenchConfig
 from devnet.layout import Devnet, DevnetError
 from devnet.view import LiveView
 from gossip.links import ConnectError
+from peer.cli_exit import CliFailure
+from peer.cli_exit import run as run_cli
 from peer.genesis import load as load_genesis
 
 EXIT_USAGE, EXIT_DIR, EXIT_PORT, EXIT_START, EXIT_PEER, EXIT_VIOLATIONS, EXIT_BENCH = 2, 3, 4, 5, 6, 7, 8
@@ -43,10 +45,7 @@ out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True)
 
 
-class Fail(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+Fail = CliFailure
 
 
 def default_dir() -> Path:
@@ -460,21 +459,4 @@ def check(root: DirOption, quiet_timeout: Annotated[float, typer.Option(min=0)] 
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except Fail as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(exc.code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.TyperException as exc:
-        message = exc.format_message()
-        if message:
-            err.print(f"error: {message}\ntry 'devnet --help' or 'devnet COMMAND --help'", markup=False, highlight=False)
-        sys.exit(EXIT_USAGE)
-
+    run_cli(app, "devnet", err)

@@ -25,7 +25,7 @@ class SigCost:
     verify_us: float
 
 
-def _median_us(fn, n: int, repeats: int) -> float:
+def median_us(fn, n: int, repeats: int) -> float:
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -41,8 +41,8 @@ def measure(repeats: int = 7, n: int = 2000) -> SigCost:
     network, body = os.urandom(32), os.urandom(120)
     sig = key.sign(Purpose.ORDER, network, body)
     return SigCost(
-        sign_us=_median_us(lambda: key.sign(Purpose.ORDER, network, body), n, repeats),
-        verify_us=_median_us(lambda: verify(key.public, sig, Purpose.ORDER, network, body), n, repeats),
+        sign_us=median_us(lambda: key.sign(Purpose.ORDER, network, body), n, repeats),
+        verify_us=median_us(lambda: verify(key.public, sig, Purpose.ORDER, network, body), n, repeats),
     )
 
 

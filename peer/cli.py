@@ -24,6 +24,8 @@ from crypto import keystore
 from crypto.errors import KeystoreError
 from crypto.keys import SigningKey
 from peer import config as peer_config
+from peer.cli_exit import CliFailure
+from peer.cli_exit import run as run_cli
 from peer.config import ConfigError
 from peer.daemon import Daemon, StartupError
 
@@ -34,10 +36,7 @@ err = Console(stderr=True)
 out = Console()
 
 
-class Fail(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+Fail = CliFailure
 
 
 def read_password(password_file: Path | None, *, confirm: bool = False, what: str = "peer key") -> str:
@@ -177,21 +176,4 @@ def info(api: ApiOption = "http://127.0.0.1:8000",
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except Fail as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(exc.code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.TyperException as exc:  # usage errors from the parser: bad option, missing argument
-        message = exc.format_message()
-        if message:
-            err.print(f"error: {message}\ntry 'peer --help' or 'peer COMMAND --help'", markup=False,
-                      highlight=False)
-        sys.exit(EXIT_USAGE)
+    run_cli(app, "peer", err)

@@ -44,6 +44,7 @@ from peer.client_wire import STATUS_NAMES, WAIT_NONE, WAIT_SETTLED, PaymentStatu
 from peer.genesis import Genesis
 from peer.metrics import LATENCY_BUCKETS
 from peer.ring import Ring
+from tests.wallet_support import gone
 
 pytestmark = pytest.mark.slow
 
@@ -73,23 +74,6 @@ class Net:
         return self.keys[name]
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    """Wait until our child `pid` has exited, reaping it (a zombie must not outlive the test)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
 def _stop_all(devnet: Devnet) -> None:
     """SIGTERM every peer at once (SIGCONT first: a test may have frozen one), SIGKILL stragglers,
     reap them all. Parallel, so tearing down costs one grace period, not one per peer."""
@@ -100,10 +84,10 @@ def _stop_all(devnet: Devnet) -> None:
                 os.kill(pid, signum)
     deadline = time.monotonic() + 10.0
     for pid in pids:
-        if not _gone(pid, max(0.0, deadline - time.monotonic())):
+        if not gone(pid, max(0.0, deadline - time.monotonic())):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _gone(pid, 5.0)
+            gone(pid, 5.0)
     for entry in devnet.peers:
         entry.pid = None
     devnet.save()
@@ -858,7 +842,7 @@ def shutdown(small: Net, http: httpx.Client) -> Shutdown:
     order = Order.create(small.key("demo1"), small.nid, fresh_account(), 1, 1)
     refusal = submit(http, peer, order, "none")
     thread.join(HTTP_TIMEOUT)
-    exited = _gone(peer.pid, 15.0)
+    exited = gone(peer.pid, 15.0)
     peer.pid = None if exited else peer.pid
     assert "resp" in waiter, "the waiting request got no answer"
     return Shutdown(parked, waiter["resp"], refusal, status, exited)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devnet import processes
 from devnet.layout import Devnet
-from devnet.processes import is_running
 
 pytestmark = pytest.mark.slow
 
@@ -84,18 +85,22 @@ def test_bench_with_a_killed_peer_then_check_and_wipe(tmp_path: Path) -> None:
         while time.monotonic() < deadline and bench.poll() is None:
             certified = sum(httpx.get(p.api + "/v1/status", timeout=5).json()["counters"].get("gateway_certified", 0)
                             for p in net.peers)
-            if certified >= 600:
+            if certified >= 300:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert bench.poll() is None, "the bench ended before the crash could happen"
-        devnet("kill", "peer2", "--dir", str(root), check=True)
-        assert not is_running(Devnet.load(root).peer("peer2"), Devnet.load(root))
+        # SIGKILL straight from here: starting a `devnet kill` process can take longer than the
+        # load lasts on a busy machine. (`devnet kill` itself is covered below.)
+        victim = Devnet.load(root).peer("peer2")
+        assert processes.signal_peer(Devnet.load(root), victim, signal.SIGKILL)
+        assert processes.wait_exit(victim, Devnet.load(root), 10)
         time.sleep(1.5)
         devnet("restart", "peer2", "--dir", str(root), check=True)
         out, err = bench.communicate(timeout=240)
         assert bench.returncode == 0, err[-2000:]
         report = json.loads(out)
-        print("bench report:", {k: report[k] for k in ("payments", "certified", "settled", "failures", "resubmits", "throughput")})
+        print("bench report:", {k: report[k] for k in ("payments", "certified", "settled", "failures", "resubmits",
+                                                       "throughput", "per_gateway")})
         # The crash happened while load was in flight: orders at the dead gateway were resubmitted.
         assert report["resubmits"] > 0, report
         assert report["payments"] >= 1900, report  # accounts whose order was lost mid-crash may stop early
@@ -127,6 +132,13 @@ def test_unknown_peer_is_refused(tmp_path: Path) -> None:
             assert proc.returncode == 6, proc.stderr
             assert "no peer named" in proc.stderr and "peer0" in proc.stderr
         # The devnet is untouched by the refusals.
+        status = json.loads(devnet("status", "--dir", str(root), "--json", check=True).stdout)
+        assert all(p["running"] for p in status["peers"])
+        # And the real names work: kill one, see it stopped, restart it, see it back.
+        devnet("kill", "peer1", "--dir", str(root), check=True)
+        status = json.loads(devnet("status", "--dir", str(root), "--json", check=True).stdout)
+        assert [p["running"] for p in status["peers"]] == [True, False, True, True]
+        devnet("restart", "peer1", "--dir", str(root), check=True)
         status = json.loads(devnet("status", "--dir", str(root), "--json", check=True).stdout)
         assert all(p["running"] for p in status["peers"])
     finally:

@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 from devnet import sigcost
 from devnet.sigcost import SigCost
-
-
-def median_us(fn: Callable[[], object], *, n: int, repeats: int = 7) -> float:
-    """Median over `repeats` runs of the mean time of `n` calls, in microseconds."""
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - start) / n * 1e6)
-    return statistics.median(samples)
 
 
 def measure_signature_cost(repeats: int = 7) -> SigCost:

@@ -18,8 +18,9 @@ import trio
 
 from crypto.keys import Purpose, SigningKey, digest
 from crypto.messages import Certificate, Order, Vote, _body
+from devnet.sigcost import median_us
 from store import Batch, GroupCommitWriter, Store
-from tests.bench.common import measure_signature_cost, median_us
+from tests.bench.common import measure_signature_cost
 
 
 def _row(name: str, value: float, unit: str = "us") -> None:

@@ -24,7 +24,7 @@ from peer.node import Node, NodeConfig
 from peer.settlement import Settlement
 from peer.sync import SyncConfig
 from store.db import Store
-from tests.sim.network import LinkProfile, SimNetwork
+from tests.sim.network import LinkProfile, SimNetwork, wait_for
 
 HOST = "sim"
 
@@ -150,9 +150,5 @@ class BankNetwork:
         return [p for p in self.members if p.id in ids]
 
     async def wait_for(self, predicate: Callable[[], bool], *, timeout: float, step: float = 0.5) -> float | None:
-        start = trio.current_time()
-        while trio.current_time() - start <= timeout:
-            if predicate():
-                return trio.current_time() - start
-            await trio.sleep(step)
-        return None
+        """Simulated seconds until `predicate()` holds, or None if it did not within `timeout`."""
+        return await wait_for(predicate, timeout=timeout, step=step)

@@ -14,7 +14,7 @@ from gossip.broadcast import Broadcast, BroadcastConfig, Delivered
 from gossip.membership import Member, MemberChanged, Membership, MembershipConfig
 from gossip.runtime import Runtime
 from gossip.wire import ALIVE, DEAD
-from tests.sim.network import LinkProfile, SimLinks, SimNetwork
+from tests.sim.network import LinkProfile, SimLinks, SimNetwork, wait_for
 
 NETWORK_ID = bytes(range(32))
 HOST = "sim"
@@ -187,9 +187,4 @@ class GossipCluster:
 
     async def wait_for(self, predicate: Callable[[], bool], *, timeout: float, step: float = 0.1) -> float | None:
         """Simulated seconds until `predicate()` holds, or None if it did not within `timeout`."""
-        start = trio.current_time()
-        while trio.current_time() - start <= timeout:
-            if predicate():
-                return trio.current_time() - start
-            await trio.sleep(step)
-        return None
+        return await wait_for(predicate, timeout=timeout, step=step)

@@ -12,6 +12,7 @@ import heapq
 import itertools
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -19,6 +20,16 @@ import trio
 from gossip.links import ConnectError
 
 INBOUND_CAPACITY = 100_000
+
+
+async def wait_for(predicate: Callable[[], bool], *, timeout: float, step: float) -> float | None:
+    """Simulated seconds until `predicate()` holds, or None if it did not within `timeout`."""
+    start = trio.current_time()
+    while trio.current_time() - start <= timeout:
+        if predicate():
+            return trio.current_time() - start
+        await trio.sleep(step)
+    return None
 
 
 @dataclass
