@@ -140,3 +140,26 @@ def _trace(seed: int) -> tuple[int, int, list]:
 def test_same_seed_replays_exactly() -> None:
     assert _trace(7) == _trace(7)
     assert _trace(7) != _trace(8)
+
+
+async def test_one_way_partition_heals(clock: MockClock) -> None:
+    # A peer that can hear everyone but reach nobody (a one-way link failure) is suspected and,
+    # unable to refute, declared dead; once its messages flow again it refutes and is taken back.
+    cluster = GossipCluster(12, seed=51)
+    async with trio.open_nursery() as nursery:
+        await _started(cluster, nursery)
+        mute = cluster.nodes[4]
+        for other in cluster.nodes:
+            if other is not mute:
+                cluster.net.block(mute.id, other.id)
+        took = await cluster.wait_for(lambda: all(cluster.view(n).get(mute.id) == DEAD
+                                                  for n in cluster.nodes if n is not mute),
+                                      timeout=CONFIG.detection_bound(12) + 10)
+        assert took is not None, "seed 51: a peer that cannot send was not declared dead"
+        # Lifeguard: none of its probes are answered, not even with a nack, so it blames itself.
+        assert mute.membership.awareness > 0
+        cluster.net.heal()
+        back = await cluster.wait_for(cluster.converged, timeout=120)
+        assert back is not None, "seed 51: the muted peer was not taken back after the link healed"
+        assert mute.membership.incarnation > 0  # it refuted with a higher incarnation
+        nursery.cancel_scope.cancel()
