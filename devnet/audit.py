@@ -83,29 +83,35 @@ def snapshot(peers: list[PeerEntry], timeout: float = 10.0) -> Snapshot:
 
 
 def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
+    """Check the invariants; while they do not hold yet, keep looking until `quiet_timeout`.
+
+    Right after load, owners can still be catching up (re-deliveries, anti-entropy), so a snapshot
+    with violations is retaken every second until the invariants hold with nothing in flight, or
+    the time is up; the report is the last look.
+    """
     genesis = load_genesis(devnet.genesis_path)
     ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
     running = [p for p in devnet.peers if is_running(p, devnet)]
     down = [p.name for p in devnet.peers if p not in running]
-    # Quiet: nothing in flight and two consecutive snapshots identical.
     deadline = time.monotonic() + quiet_timeout
-    previous = None
-    snap = snapshot(running)
-    quiet = False
     while True:
-        if not snap.busy and previous is not None and (snap.accounts, snap.certs) == (previous.accounts, previous.certs):
-            quiet = True
-            break
-        if time.monotonic() >= deadline:
+        snap = snapshot(running)
+        violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
+        quiet = not snap.busy
+        if (quiet and not violations) or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
-        previous, snap = snap, snapshot(running)
-    violations: list[str] = []
-    notes: list[str] = []
     if not quiet:
-        notes.append(f"the network did not go quiet within {quiet_timeout:.0f} s; results may include in-flight work")
+        notes.append(f"work was still in flight after {quiet_timeout:.0f} s; results may include it")
     if down:
         notes.append(f"peers not running (not checked): {', '.join(down)}")
+    return AuditReport(not violations, violations, [p.name for p in running], down, accounts, certs, total,
+                       genesis.total_supply, quiet, notes)
+
+
+def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> tuple:
+    violations: list[str] = []
+    notes: list[str] = []
     live_ids = {bytes.fromhex(p.peer_id) for p in running}
     # Replicas agree, and supply is conserved.
     all_accounts = {a for per_peer in snap.accounts.values() for a in per_peer}
@@ -145,5 +151,4 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
                     name = next(p.name for p in running if p.peer_id == owner.hex())
                     violations.append(f"{name} has not applied the {'debit' if side == DEBIT else 'credit'} of "
                                       f"payment {pid[:16]}")
-    return AuditReport(not violations, violations, [p.name for p in running], down, len(all_accounts),
-                       len(union), total, genesis.total_supply, quiet, notes)
+    return violations, notes, len(all_accounts), len(union), total

@@ -204,7 +204,8 @@ class Gateway:
             p.settled_at = now
             self.outcomes[SETTLED] += 1
             self.out.add(Notify(p.event()))
-            self._finish(p)
+        if p.status == SETTLED and p.order_id in self.active and self._all_confirmed(p):
+            self._finish(p)  # settled needs a quorum; we keep delivering until every owner has it
 
     # ---- timers -------------------------------------------------------------------------------
     def next_deadline(self) -> float:
@@ -221,7 +222,7 @@ class Gateway:
                     self._fail(p, "timeout", f"no quorum of votes within {self.config.deadline:.0f} s", now)
                 else:
                     self._ask_votes(p, now)
-            elif p.status == CERTIFIED:
+            elif p.status in (CERTIFIED, SETTLED):
                 self._deliver(p, now)
 
     # ---- steps ----------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Gateway:
     def _deliver(self, p: Payment, now: float) -> None:
         """Send the certificate to owners that have not confirmed their side yet."""
         assert p.cert is not None
-        if p.deliveries >= self.config.max_deliveries:
+        if p.deliveries >= self.config.max_deliveries or self._all_confirmed(p):
             self._finish(p)  # anti-entropy completes what the retries did not
             return
         p.deliveries += 1
@@ -279,6 +280,10 @@ class Gateway:
             if need_debit or need_credit:
                 self.out.send(owner, delivery)
         self._schedule(now + self.config.delivery_timeout * self.config.backoff ** min(p.deliveries - 1, 16), p)
+
+    @staticmethod
+    def _all_confirmed(p: Payment) -> bool:
+        return set(p.owners_from) <= p.debit_acks and set(p.owners_to) <= p.credit_acks
 
     def _fail_from_refusals(self, p: Payment, now: float) -> None:
         codes = Counter(code for code, _, _ in p.refused.values())

@@ -954,7 +954,19 @@ def test_applied_acks_from_both_quorums_settle(world: World) -> None:
     rig.gw.on_applied(to_owners[QUORUM - 1], order.id, SIDE_CREDIT, 2.0)
     assert p.status == SETTLED and p.settled_at == 2.0
     assert [e.event.status for e in rig.drain() if isinstance(e, Notify)] == [SETTLED]
+    # Settled, but the owners that have not confirmed keep getting deliveries...
+    assert order.id in rig.gw.active
+    rig.gw.tick(rig.gw.next_deadline())
+    resent = {s.dst for s in sends(rig.drain(), CertDelivery)}
+    missing = (set(from_owners) - set(from_owners[:QUORUM])) | (set(to_owners) - set(to_owners[:QUORUM]))
+    assert resent == missing
+    # ...until every owner of both sides has it.
+    for o in from_owners:
+        rig.gw.on_applied(o, order.id, SIDE_DEBIT, 3.0)
+    for o in to_owners:
+        rig.gw.on_applied(o, order.id, SIDE_CREDIT, 3.0)
     assert rig.gw.lookup(order.id) is p and order.id not in rig.gw.active
+    assert [e for e in rig.drain() if isinstance(e, Notify)] == [], "settled is announced once"
 
 
 def test_deliveries_are_retried_to_owners_that_did_not_ack(world: World) -> None:
