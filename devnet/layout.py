@@ -174,6 +174,10 @@ def create(root: Path, *, peers: int = 5, wallets: int = 10, replication: int = 
                                   seeds=[s for s in seeds if not s.endswith(f":{entry.port}")])
         if not fsync:
             text = text.replace("fsync = true", "fsync = false")
+        if peers > (os.cpu_count() or 1):
+            # Measured on 2 cores with 5 peers: each hand-off to a disk thread waits for the OS to
+            # schedule it among busy peers, which cost ~15 ms at p99 to certified (see docs).
+            text = text.replace("sync_in_thread = true", "sync_in_thread = false")
         (root / "peers" / entry.name / "peer.toml").write_text(text)
     wallet_entries = []
     (root / "wallets").mkdir()

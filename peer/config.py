@@ -62,6 +62,9 @@ class LogSettings(BaseModel):
 
 class TuningSettings(BaseModel):
     fsync: bool = True
+    # Wait for the disk in a worker thread (the event loop keeps running) or in the loop itself
+    # (no thread hand-off: better when more peers than cores share one machine, as on a devnet).
+    sync_in_thread: bool = True
     probe_interval: float = Field(1.0, gt=0)
     probe_timeout: float = Field(0.5, gt=0)
     gossip_interval: float = Field(0.2, gt=0)
@@ -175,6 +178,9 @@ format = "json"
 [tuning]
 # Sync votes and locks to disk before they leave the peer. Only turn off for throwaway tests.
 fsync = true
+# Wait for the disk in a worker thread so the peer keeps serving meanwhile. false waits in the
+# event loop instead: no thread hand-off, which is faster when more peers than cores share a machine.
+sync_in_thread = true
 probe_interval = 1.0
 probe_timeout = 0.5
 gossip_interval = 0.2

@@ -105,6 +105,7 @@ def node_config(settings: PeerSettings, port: int, api_port: int) -> NodeConfig:
                               hedge=t.vote_hedge_factor > 0, hedge_factor=t.vote_hedge_factor or 3.0),
         sync=SyncConfig(ae_interval=t.anti_entropy_interval),
         fsync=t.fsync,
+        writer_thread=t.sync_in_thread,
     )
 
 

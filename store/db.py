@@ -260,6 +260,19 @@ class Store:
         except Exception as exc:
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
 
+    def sync_wal(self) -> None:
+        """Make every write so far durable by syncing the write-ahead log.
+
+        Unlike a write with `sync=True`, during which rocksdict holds the GIL for the whole fsync
+        (freezing every other thread, the event loop included), `flush_wal` releases it.
+        """
+        try:
+            self.db.flush_wal(True)
+        except StoreClosed:
+            raise
+        except Exception as exc:
+            raise StoreError(f"sync of {self.path}'s write-ahead log failed: {exc}") from exc
+
     # typed reads -------------------------------------------------------------------------------
     def get_meta(self, name: str) -> object:
         raw = self.get(layout.meta_key(name))

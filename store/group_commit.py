@@ -1,10 +1,10 @@
-"""Group commit: many callers' write batches become one synced RocksDB write.
+"""Group commit: many callers' write batches become one durable RocksDB write.
 
 Callers `submit` a batch with a callback (or `await commit(batch)`). A single writer task takes
-everything waiting, in submission order, merges it into one WriteBatch and writes it with sync in
-a worker thread, so the event loop keeps running while the disk flushes; whatever arrives during
-that flush forms the next group. Submission order is write order, so a later batch is never
-durable before an earlier one.
+everything waiting, in submission order, merges it into one WriteBatch, applies it and syncs the
+write-ahead log (in a worker thread by default, so the event loop keeps running while the disk
+flushes); whatever arrives during that flush forms the next group. Submission order is write
+order, so a later batch is never durable before an earlier one.
 
 A failed write is fatal: the writer raises, which tears down the peer's nursery. A peer that
 cannot persist must not keep voting.
@@ -134,7 +134,12 @@ class GroupCommitWriter:
                 callback()
 
     def _write(self, ops: list[tuple[bytes, bytes | None]]) -> None:
-        self.store.write_ops(ops, sync=self.sync)
+        # Not one synced write: rocksdict holds the GIL through a synced write's fsync, which would
+        # freeze the event loop. Applying unsynced is quick (memtable and OS buffer), and syncing
+        # the write-ahead log afterwards releases the GIL while the disk flushes.
+        self.store.write_ops(ops, sync=False)
+        if self.sync:
+            self.store.sync_wal()
 
     @property
     def mean_group(self) -> float:

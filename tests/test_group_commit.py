@@ -8,6 +8,7 @@ uses any Clock-valued fixture a test requests as the run's clock.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -334,6 +335,34 @@ async def test_failed_write_stops_the_writer(store: Store) -> None:
     assert done == [], "a batch that was not written must not be reported durable"
     with pytest.raises(StoreClosed):
         writer.submit(batch_for(8, 1))
+
+
+async def test_disk_sync_leaves_the_event_loop_free(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync here cannot finish until a task on the event loop runs: it would hang (and fail
+    after 5 s) if the writer waited for the disk in the loop."""
+    started, released = threading.Event(), threading.Event()
+    real_sync = store.sync_wal
+
+    def sync_wal() -> None:
+        started.set()
+        assert released.wait(5), "the event loop did not run while the disk synced"
+        real_sync()
+
+    monkeypatch.setattr(store, "sync_wal", sync_wal)
+    writer = GroupCommitWriter(store, sync=True, in_thread=True)
+    durable = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        writer.submit(batch_for(11, 0), durable.set)
+        with trio.fail_after(5):
+            while not started.is_set():
+                await trio.sleep(0.001)
+        assert not durable.is_set(), "reported durable before the log was synced"
+        released.set()
+        with trio.fail_after(5):
+            await durable.wait()
+        nursery.cancel_scope.cancel()
+    assert store.get(key(11, 0)) == value(11, 0)
 
 
 async def test_cancelling_the_writer_mid_write_finishes_the_write(store: Store) -> None:

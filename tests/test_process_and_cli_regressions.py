@@ -29,3 +29,17 @@ def test_peer_cli_usage_error_exits_2() -> None:
                           cwd=REPO, timeout=30)
     assert proc.returncode == 2, proc.stderr[-300:]
     assert "Traceback" not in proc.stderr
+
+
+def test_devnet_waits_for_the_disk_in_the_loop_only_when_peers_outnumber_cores(tmp_path: Path, monkeypatch) -> None:
+    # More peers than cores: a hand-off to a disk thread waits for the OS to schedule it.
+    from peer import config as peer_config
+
+    def sync_in_thread(root: Path) -> bool:
+        return peer_config.load(root / "peers" / "peer0" / "peer.toml").tuning.sync_in_thread
+
+    monkeypatch.setattr(layout.os, "cpu_count", lambda: 2)
+    layout.create(tmp_path / "small", peers=2, wallets=0, replication=2, quorum=2)
+    layout.create(tmp_path / "big", peers=3, wallets=0, replication=3, quorum=2)
+    assert sync_in_thread(tmp_path / "small") is True
+    assert sync_in_thread(tmp_path / "big") is False

@@ -71,8 +71,9 @@ def bench_store(repeats: int, concurrencies: list[int], writes: int) -> None:
         store.close()
 
 
-async def _group_commit_run(store: Store, conc: int, writes: int, counter) -> tuple[float, float]:
-    writer = GroupCommitWriter(store, sync=True, in_thread=True)
+async def _group_commit_run(store: Store, conc: int, writes: int, counter,
+                            writer: GroupCommitWriter | None = None) -> tuple[float, float]:
+    writer = writer or GroupCommitWriter(store, sync=True, in_thread=True)
     per_task = max(1, writes // conc)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
@@ -90,6 +91,48 @@ async def _group_commit_run(store: Store, conc: int, writes: int, counter) -> tu
     return elapsed / (per_task * conc) * 1e6, writer.mean_group
 
 
+class _SyncedWriteWriter(GroupCommitWriter):
+    """The obvious way, for comparison: one synced write in the worker thread."""
+
+    def _write(self, ops: list[tuple[bytes, bytes | None]]) -> None:
+        self.store.write_ops(ops, sync=True)
+
+
+async def _loop_run(store: Store, writer: GroupCommitWriter, writes: int, counter) -> tuple[float, float]:
+    """Per durable write (us), and how often another task got to run meanwhile (yields per ms)."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        start = time.perf_counter()
+        per_write, _ = await _group_commit_run(store, 64, writes, counter, writer)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    return per_write, ticks / (elapsed * 1e3)
+
+
+def bench_loop_freedom(repeats: int, writes: int) -> None:
+    print("the event loop during group commit (C=64): another task's turns per ms (more = freer loop)")
+    print(f"  {'how the disk is waited for':<44} {'per durable write':>18} {'turns/ms':>9}")
+    with tempfile.TemporaryDirectory(prefix="meshpay-bench-") as tmp:
+        store = Store.create(os.path.join(tmp, "db"), os.urandom(32))
+        counter = iter(range(10**9))
+        cases = [("WAL sync in a worker thread (default)", lambda: GroupCommitWriter(store, in_thread=True)),
+                 ("synced write in a worker thread (holds GIL)", lambda: _SyncedWriteWriter(store, in_thread=True)),
+                 ("WAL sync in the event loop (devnet)", lambda: GroupCommitWriter(store, in_thread=False))]
+        for label, make in cases:
+            runs = [trio.run(_loop_run, store, make(), writes, counter) for _ in range(repeats)]
+            print(f"  {label:<44} {statistics.median(r[0] for r in runs):>15.2f} us "
+                  f"{statistics.median(r[1] for r in runs):>9.1f}")
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
@@ -102,6 +145,7 @@ def main() -> None:
     _row("verify", cost.verify_us)
     bench_codec(repeats)
     bench_store(repeats, [1, 8, 64, 256], writes=400 if args.quick else 1024)
+    bench_loop_freedom(repeats, writes=400 if args.quick else 1024)
 
 
 if __name__ == "__main__":
