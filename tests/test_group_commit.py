@@ -354,9 +354,7 @@ async def test_disk_sync_leaves_the_event_loop_free(store: Store, monkeypatch: p
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         writer.submit(batch_for(11, 0), durable.set)
-        with trio.fail_after(5):
-            while not started.is_set():
-                await trio.sleep(0.001)
+        assert await trio.to_thread.run_sync(started.wait, 5), "the writer never began to sync"
         assert not durable.is_set(), "reported durable before the log was synced"
         released.set()
         with trio.fail_after(5):
