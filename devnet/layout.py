@@ -168,16 +168,14 @@ def create(root: Path, *, peers: int = 5, wallets: int = 10, replication: int = 
         keystore.save(pdir / "peer.key", key, password, kind="peer", name=pname, scrypt_n=DEVNET_SCRYPT_N)
         entries.append(PeerEntry(pname, key.public.hex(), ports[2 * i], ports[2 * i + 1]))
     seeds = [f"127.0.0.1:{entries[0].port}"] + ([f"127.0.0.1:{entries[1].port}"] if peers > 1 else [])
+    # More peers than cores: each hand-off to a disk thread waits for the OS to schedule it among
+    # busy peers, which cost ~15 ms at p99 to certified on 2 cores with 5 peers (see docs).
+    sync_in_thread = peers <= (os.cpu_count() or 1)
     for entry in entries:
         text = peer_config.render(genesis="../../genesis.json", password_file="../../password.txt",
                                   listen_port=entry.port, api_port=entry.api_port,
-                                  seeds=[s for s in seeds if not s.endswith(f":{entry.port}")])
-        if not fsync:
-            text = text.replace("fsync = true", "fsync = false")
-        if peers > (os.cpu_count() or 1):
-            # Measured on 2 cores with 5 peers: each hand-off to a disk thread waits for the OS to
-            # schedule it among busy peers, which cost ~15 ms at p99 to certified (see docs).
-            text = text.replace("sync_in_thread = true", "sync_in_thread = false")
+                                  seeds=[s for s in seeds if not s.endswith(f":{entry.port}")],
+                                  fsync=fsync, sync_in_thread=sync_in_thread)
         (root / "peers" / entry.name / "peer.toml").write_text(text)
     wallet_entries = []
     (root / "wallets").mkdir()

@@ -177,10 +177,10 @@ format = "json"
 
 [tuning]
 # Sync votes and locks to disk before they leave the peer. Only turn off for throwaway tests.
-fsync = true
+fsync = {fsync}
 # Wait for the disk in a worker thread so the peer keeps serving meanwhile. false waits in the
 # event loop instead: no thread hand-off, which is faster when more peers than cores share a machine.
-sync_in_thread = true
+sync_in_thread = {sync_in_thread}
 probe_interval = 1.0
 probe_timeout = 0.5
 gossip_interval = 0.2
@@ -198,10 +198,16 @@ shutdown_grace = 5.0
 
 def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str = "genesis.json",
            password_file: str | None = None, listen_host: str = "127.0.0.1", listen_port: int = 7000,
-           advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000) -> str:
+           advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000,
+           fsync: bool = True, sync_in_thread: bool = True) -> str:
     password_line = f'password_file = "{password_file}"' if password_file else '# password_file = "password.txt"'
     return TEMPLATE.format(
         data_dir=data_dir, key_file=key_file, genesis=genesis, password_line=password_line,
         listen_host=listen_host, listen_port=listen_port, advertise_host=advertise_host,
         seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port,
+        fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread),
     )
+
+
+def _toml_bool(value: bool) -> str:
+    return "true" if value else "false"

@@ -93,7 +93,8 @@ def _wrap_rocks_error(path: Path, exc: Exception) -> StoreError:
 
 
 class Store:
-    """One peer's database. Not thread-safe except `write`, which the group-commit writer calls."""
+    """One peer's database. Not thread-safe except `write`/`write_ops` and `sync_wal`, which the
+    group-commit writer calls from its worker thread."""
 
     def __init__(self, db: Rdict, path: Path) -> None:
         self._db: Rdict | None = db
