@@ -31,6 +31,8 @@ class Purpose(enum.Enum):
     HANDSHAKE = b"meshpay/handshake/1\x00"
     GENESIS = b"meshpay/genesis/1\x00"
     MESSAGE_ID = b"meshpay/message-id/1\x00"
+    EPOCH_CHANGE = b"meshpay/epoch-change/1\x00"
+    EPOCH_APPROVAL = b"meshpay/epoch-approval/1\x00"
 
 
 def signing_bytes(purpose: Purpose, network_id: bytes, body: bytes) -> bytes:
