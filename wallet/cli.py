@@ -258,9 +258,11 @@ def list_accounts(wallet_dir: WalletDir = None, json_out: JsonOut = False) -> No
             rows.append({"name": name, "address": encode_address(home.info(name).public_key),
                          "key_file": str(home.key_path(name))})
         except (KeystoreError, WalletFileError) as exc:
-            rows.append({"name": name, "address": None, "key_file": str(home.key_path(name)), "problem": str(exc)})
+            # one bad file is reported, never lets the listing of the others fail
+            rows.append({"name": name, "address": None, "key_file": str(home.key_path(name)), "damaged": True,
+                         "problem": str(exc)})
     width = max((len(r["name"]) for r in rows), default=4)
-    lines = [f"{r['name']:<{width}}  {r['address'] or '(unusable: ' + r['problem'] + ')'}" for r in rows]
+    lines = [f"{r['name']:<{width}}  {r['address'] or '(damaged, unusable: ' + r['problem'] + ')'}" for r in rows]
     _emit({"wallet_dir": str(home.root), "accounts": rows}, lines or [f"no accounts in {home.root}"])
 
 
