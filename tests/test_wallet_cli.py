@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crypto import keystore
 from crypto.address import encode_address as addr_of
+from crypto.keys import SigningKey
 from crypto.messages import Certificate
 from devnet import layout
 from devnet.layout import Devnet
@@ -120,10 +122,16 @@ def test_export_import_round_trip_and_wrong_passwords(tmp_path: Path) -> None:
     assert imported.code == 0, imported
     assert imported.json() == {"name": "erin2", "address": address, "key_file": str(other / "erin2.key")}
     assert wallet("address", "--wallet-dir", other).out.strip() == address
-    # The keystore's own name is the default; importing a name twice is refused.
-    assert wallet("import", out, "--wallet-dir", other, "--password-file", new_pw).code == 0
-    assert (other / "erin.key").exists()
-    twice = wallet("import", out, "--wallet-dir", other, "--password-file", new_pw)
+    # The same key under another name is refused, naming the account that holds it (issue 15.12).
+    again = wallet("import", out, "--wallet-dir", other, "--password-file", new_pw, "--json")
+    assert again.code == cli.EXIT_USAGE, again
+    assert "already in the wallet as account 'erin2'" in again.err and again.json()["error"]["account"] == "erin2"
+    assert not (other / "erin.key").exists()
+    # The keystore's own name is the default; a name already taken (by another key) is refused.
+    assert wallet("new", "erin", "--wallet-dir", other, "--password-file", pw).code == 0
+    stranger = tmp_path / "stranger.key"
+    keystore.save(stranger, SigningKey.generate(), "first", name="erin", scrypt_n=keystore.MIN_SCRYPT_N)
+    twice = wallet("import", stranger, "--wallet-dir", other, "--password-file", pw)
     assert twice.code == cli.EXIT_USAGE and "already exists" in twice.err
     garbage = tmp_path / "garbage.key"
     garbage.write_text("{}")
