@@ -511,7 +511,7 @@ def _report_send(gen: Genesis, outcome: Outcome, gateway: str, to_name: str | No
     to_text = encode_address(order.recipient) + (f" ({to_name})" if to_name else "")
     if outcome.status == "signed":
         body = {"order": order.encode().hex(), "wait": wait, "timeout": min(timeout, 60.0)}
-        extra.update(order=body["order"], request=body,
+        extra.update(order_cbor=body["order"], request=body,
                      curl=f"curl -s -X POST {gateway}/v1/payments -H 'content-type: application/json' "
                           f"-d '{json.dumps(body)}'")
         lines = [f"signed (not submitted): payment {pid} ({amount_text} to {to_text}, seq {order.seq})",

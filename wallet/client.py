@@ -291,7 +291,7 @@ class PeerClient:
         if isinstance(exc, httpx.RemoteProtocolError) and "disconnected" not in str(exc).lower():
             hello = probe_p2p(url)  # an answer that is not HTTP: say what it is, if it is a P2P port
             if hello is not None:
-                api = self.peer_urls.get(hello.peer_id)
+                api = self.peer_urls.get(hello.peer_id) or self._api_of(hello.peer_id, url)
                 where = f"; that peer's API is {api}" if api else ""
                 return NotHttp(url, f"it is the P2P port of meshpay peer {hello.peer_id.hex()[:12]}… (network "
                                     f"{hello.network.hex()[:16]}…), not its HTTP API port{where}",
@@ -308,6 +308,20 @@ class PeerClient:
         if not isinstance(doc, dict):
             raise BadAnswer(url, "the JSON answer is not an object")
         return doc
+
+    def _api_of(self, peer_id: bytes, failed: str) -> str | None:
+        """A peer's API URL, from the members list of another known peer (one short request)."""
+        other = self.suggestion(failed)
+        if other is None:
+            return None
+        try:
+            rows = self.http.get(other + "/v1/peers", timeout=self._limit(1.0)).json().get("peers")
+        except (httpx.HTTPError, ValueError, AttributeError, OutOfTime):
+            return None  # only an explanation is lost
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and row.get("peer_id") == peer_id.hex() and isinstance(row.get("api"), str):
+                return normalize(row["api"])
+        return None
 
     def _error(self, url: str, response: httpx.Response, payment_id: str | None = None) -> ClientError:
         doc = self._json(url, response)
