@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from crypto.messages import Certificate
 from devnet import layout
 from devnet.layout import Devnet
 from tests.wallet_support import (
+    REPO,
     LyingProxy,
     kill,
     restart,
@@ -500,3 +504,14 @@ def test_sign_prints_the_order_for_curl(net: Devnet, env: dict[str, str]) -> Non
     assert again.code == 0 and again.json()["payment_id"] == doc["payment_id"] and again.json()["resubmitted"]
     dry = wallet("send", "-a", "demo4", "--to", "demo5", "--amount", "3", "--dry-run", "--json", env=env)
     assert dry.code == 0 and dry.json()["status"] == "signed" and dry.json()["seq"] == doc["seq"] + 1
+
+
+def test_python_client_example_in_the_docs_runs(net: Devnet, env: dict[str, str]) -> None:
+    """Item 16: docs/wallet.md's scripting example, run as is in a fresh interpreter."""
+    text = (REPO / "docs" / "wallet.md").read_text()
+    block = text.split("<!-- example: python-client -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MESHPAY_")}
+    full.update(env, RECIPIENT=addr(net, 5))
+    done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=full, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("demo0: ") and "settled" in done.stdout.splitlines()[-1], done.stdout

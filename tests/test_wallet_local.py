@@ -62,3 +62,34 @@ def test_import_of_a_crafted_keystore_is_refused_as_foreign(tmp_path: Path) -> N
     refused = wallet_proc("import", costly, "--wallet-dir", tmp_path / "w", "--password-file", pw, timeout=20)
     assert refused.code == cli.EXIT_USAGE, refused
     assert "damaged or foreign keystore" in refused.err and "wrong password" not in refused.err
+
+
+def test_duplicate_key_under_another_name_is_refused(tmp_path: Path) -> None:
+    """Issue 15, item 12."""
+    home, pw = tmp_path / "w", tmp_path / "pw"
+    pw.write_text("pw\n")
+    address = _make(home, "alice", pw)
+    exported = tmp_path / "alice.key"
+    assert wallet("export", "alice", "-o", exported, "--wallet-dir", home, "--password-file", pw).code == 0
+    again = wallet("import", exported, "--name", "alice2", "--wallet-dir", home, "--password-file", pw, "--json")
+    assert again.code == cli.EXIT_USAGE, again
+    assert "already in the wallet as account 'alice'" in again.err and address in again.err
+    assert again.json()["error"]["account"] == "alice" and not (home / "alice2.key").exists()
+
+
+def test_version_completion_and_json_usage_errors(tmp_path: Path) -> None:
+    """Issue 15, item 18: --version, Typer's shell completion, a parser error as JSON with --json,
+    and an error line longer than 80 columns left whole when the output is not a terminal."""
+    version = wallet_proc("--version")
+    assert version.code == 0 and version.out.startswith("wallet (meshpay) ")
+    completion = wallet_proc("--show-completion", "bash")
+    assert completion.code == 0 and "_wallet_completion" in completion.out
+    missing = wallet_proc("send", "--to", "x", "--json", env={"COLUMNS": "80"})
+    assert missing.code == cli.EXIT_USAGE
+    assert json.loads(missing.out)["error"] == {"kind": "usage", "exit_status": cli.EXIT_USAGE,
+                                               "message": "Missing option '--amount'."}
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4)
+    unknown = wallet_proc("address", "nobody", "--wallet-dir", deep, env={"COLUMNS": "80"})
+    assert unknown.code == cli.EXIT_USAGE
+    line = unknown.err.splitlines()[0]
+    assert len(line) > 80 and str(deep) in line and "nobody" in line

@@ -20,6 +20,7 @@ certificate (canonical CBOR) is accepted too.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,19 @@ class UnverifiedPayment(VerificationError):
         super().__init__(message)
 
 
-def checker_for(genesis: Genesis) -> CertificateChecker:
-    committee = Committee.from_genesis(genesis)
-    return CertificateChecker(genesis.network_id, {0: committee}.get)
+CommitteeLookup = Callable[[int], Committee | None]
+
+
+def genesis_committees(genesis: Genesis) -> CommitteeLookup:
+    """The committee of each epoch this wallet can vouch for: only the genesis one (epoch 0) today.
+    Epoch changes replace this with a lookup built by following the chain of epoch-change
+    certificates from the pinned genesis; nothing else here changes."""
+    return {0: Committee.from_genesis(genesis)}.get
+
+
+def checker_for(genesis: Genesis, committees: CommitteeLookup | None = None) -> CertificateChecker:
+    """The one place certificates are checked from: votes against the committee of their epoch."""
+    return CertificateChecker(genesis.network_id, committees or genesis_committees(genesis))
 
 
 def verify_certificate(cert: Certificate, genesis: Genesis, checker: CertificateChecker | None = None) -> None:
