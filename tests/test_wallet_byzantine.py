@@ -24,6 +24,7 @@ from devnet.layout import Devnet
 from tests.wallet_support import (
     LyingProxy,
     account_views,
+    demo_env,
     lying_network,
     restart,
     running_devnet,
@@ -44,8 +45,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 
 @pytest.fixture
 def env(net: Devnet) -> dict[str, str]:
-    return {"MESHPAY_WALLET_DIR": str(net.wallet_dir()), "MESHPAY_PEER": net.peers[0].api,
-            "MESHPAY_WALLET_PASSWORD_FILE": str(net.password_file)}
+    return demo_env(net)
 
 
 def addr(net: Devnet, i: int) -> str:

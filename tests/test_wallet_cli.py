@@ -26,6 +26,7 @@ from devnet.layout import Devnet
 from tests.wallet_support import (
     REPO,
     LyingProxy,
+    demo_env,
     kill,
     restart,
     running_devnet,
@@ -48,8 +49,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 @pytest.fixture
 def env(net: Devnet) -> dict[str, str]:
     """The devnet's demo wallets, through peer0, with the devnet password."""
-    return {"MESHPAY_WALLET_DIR": str(net.wallet_dir()), "MESHPAY_PEER": net.peers[0].api,
-            "MESHPAY_WALLET_PASSWORD_FILE": str(net.password_file)}
+    return demo_env(net)
 
 
 def addr(net: Devnet, i: int) -> str:

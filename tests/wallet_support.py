@@ -118,6 +118,12 @@ def running_devnet(root: Path, *, peers: int = 4, wallets: int = 4) -> Iterator[
         stop_all(devnet)
 
 
+def demo_env(devnet: Devnet, peer: int = 0) -> dict[str, str]:
+    """The environment that points the wallet at a devnet's demo wallets, through one peer."""
+    return {"MESHPAY_WALLET_DIR": str(devnet.wallet_dir()), "MESHPAY_PEER": devnet.peers[peer].api,
+            "MESHPAY_WALLET_PASSWORD_FILE": str(devnet.password_file)}
+
+
 def kill(devnet: Devnet, entry: PeerEntry) -> None:
     """SIGKILL a peer and wait until it is gone."""
     assert entry.pid is not None and processes.signal_peer(devnet, entry, signal.SIGKILL), f"{entry.name} was not running"
