@@ -43,6 +43,7 @@ from peer.genesis import Genesis
 from peer.ring import Ring
 from wallet.amounts import format_amount
 from wallet.client import (
+    MAX_SERVER_WAIT,
     AccountReading,
     ClientError,
     Conflict,
@@ -386,10 +387,12 @@ class Account(Network):
             if exc.code == "insufficient_funds":
                 raise InsufficientFunds(f"insufficient funds: the owners refused the payment ({exc.message})") from exc
             raise
-        except (Timeout, PeerUnreachable, OutOfTime) as exc:
-            if getattr(exc, "payment_id", None) is None:
+        except (Timeout, PeerUnreachable) as exc:
+            if exc.payment_id is None:
                 raise  # nothing was handed over
-            done, _ = self._confirm(state, order, notes, resubmitted, f"gateway {gateway}: {exc}")
+            claim = f"gateway {gateway} gave no answer ({exc.reason})" if isinstance(exc, PeerUnreachable) \
+                else f"gateway {gateway} did not report it final in time (status {exc.status})"
+            done, _ = self._confirm(state, order, notes, resubmitted, claim)
             if done is not None:
                 return done
             raise
@@ -424,7 +427,7 @@ class Account(Network):
             if res.kind == PAID:
                 status = found.status if found.cert is not None else "certified"
                 self._record(state, order, found.cert)
-                notes.append(f"{claim}; but {res.reason}: it is {status}")
+                notes.append(f"{claim}, but the sender's owners show it paid ({res.reason}): it is {status}")
                 return Outcome(order, status, found.cert, resubmitted, notes, applied_by=res.applied_by), res
             if res.kind == REPLACED or (res.locks == 0 and res.applied_by == 0 and res.kind == REPLACEABLE):
                 return None, res  # settled the other way, or nothing is moving: no use waiting
@@ -437,12 +440,14 @@ class Account(Network):
         while True:
             left = (self.client.deadline or time.monotonic()) - time.monotonic()
             keep = min(RESERVE, left / 4)  # time kept back to ask the owners after the gateway answers
+            wanted = max(left - keep, 0.05)
             try:
-                return self.client.submit(order, wait, max(left - keep, 0.05))
+                return self.client.submit(order, wait, wanted)
             except Timeout:
-                if (self.client.deadline or 0.0) - time.monotonic() < keep + 1.0:
+                # Ask again only when the peer's own wait was capped below what is left (60 s):
+                # a gateway that says "timeout" early is not asked in a loop.
+                if wanted <= MAX_SERVER_WAIT:
                     raise
-                # the peer's own wait is capped (60 s): ask again, joining the same payment
 
     def _record(self, state: AccountState, order: Order, cert: Certificate | None) -> None:
         """The order is paid: keep its certificate (if one verified) and move past its seq."""
