@@ -200,4 +200,6 @@ def test_timeout_bounds_the_whole_send_with_two_owners_paused(net: Devnet, env: 
         for p in paused:
             os.kill(p.pid, signal.SIGCONT)
     assert sent.code == cli.EXIT_TIMEOUT, sent
-    assert took < 5 + 1.5, f"--timeout 5 took {took:.1f} s"
+    # Main took 3 s of owner reads plus the whole wait (8.8 s here); the margin is for building the
+    # CLI and signing on a loaded 2-core machine (0.8 s of typer set-up seen at load 20).
+    assert took < 5 + 2.5, f"--timeout 5 took {took:.1f} s"

@@ -204,14 +204,13 @@ def _local_genesis(home: WalletHome, genesis_path: Path | None) -> Genesis | Non
 
 @contextmanager
 def _connect(home: WalletHome, peer: str, genesis: Genesis | None, pinned: bool = False, *,
-             timeout: float | None = None) -> Iterator[tuple[Genesis, PeerClient]]:
+             deadline: float | None = None) -> Iterator[tuple[Genesis, PeerClient]]:
     """A client for `peer`, after checking it serves the wallet's network (pinning its genesis if the
     wallet has none yet), and refreshing the list of peers used to suggest another one. `pinned`:
     the genesis is the wallet's pinned one (a mismatch then offers `wallet network trust`);
-    `timeout` bounds everything the client does from here on."""
+    `deadline` (time.monotonic()) bounds everything the client does from here on."""
     with PeerClient(peer, known_peers=home.known_peers()) as client:
-        if timeout is not None:
-            client.deadline = time.monotonic() + timeout
+        client.deadline = deadline
         status = client.status()
         if genesis is None:
             genesis = client.genesis()
@@ -478,6 +477,7 @@ def sign(to: ToOption, amount: AmountOption, memo: MemoOption = "", wait: WaitOp
 
 def _pay(to: str, amount: str, memo: str, wait: Wait, timeout: float, submit: bool, account: str | None,
          password_file: Path | None, peer: str, genesis: Path | None, wallet_dir: Path | None) -> None:
+    started = time.monotonic()  # --timeout counts from here, not from the first request
     home = _home(wallet_dir)
     recipient, to_name = _recipient(home, to)
     if len(memo.encode("utf-8")) > MAX_MEMO_BYTES:
@@ -489,7 +489,7 @@ def _pay(to: str, amount: str, memo: str, wait: Wait, timeout: float, submit: bo
         raise AddressError(f"{to} is the address of account {name!r} itself; a payment needs another recipient")
     local, pinned = _genesis_for(home, genesis)
     minor = parse_amount(amount, local.decimals) if local is not None else None  # refuse before any network
-    with _connect(home, peer, local, pinned=pinned, timeout=timeout) as (gen, client):
+    with _connect(home, peer, local, pinned=pinned, deadline=started + timeout) as (gen, client):
         if minor is None:
             minor = parse_amount(amount, gen.decimals)
         outcome = Account(home, gen, client, sender).send(

@@ -258,11 +258,12 @@ class Account(Network):
         """Pay `recipient`; with `submit=False`, only resolve the earlier order, sign (or reuse the
         identical pending order) and save it as pending: status `signed`, for submitting elsewhere."""
         ends = time.monotonic() + timeout
-        self.client.deadline = min(self.client.deadline or ends, ends)  # bounds every read and wait below
+        earlier = self.client.deadline  # the caller's own, if it set one (the CLI counts from its start)
+        self.client.deadline = min(earlier or ends, ends)  # bounds every read and wait below
         try:
             return self._send(recipient, amount, memo, wait, unlock, submit)
         finally:
-            self.client.deadline = None
+            self.client.deadline = earlier
 
     def _send(self, recipient: bytes, amount: int, memo: str, wait: str, unlock: Callable[[], SigningKey],
               submit: bool) -> Outcome:
