@@ -1,28 +1,31 @@
 """The HTTP JSON client API of a peer (Starlette on hypercorn's trio worker).
 
 Errors are JSON `{"error": {"code": ..., "message": ...}}` with a stable code and a fitting status:
-400 malformed input, 404 unknown, 409 conflict, 413 body too large, 421 not an owner of that
-account (the body lists the owners), 422 refused by the ledger, 429 too many waiting requests,
-503 overloaded or shutting down, 504 a wait that timed out (with the payment id to check later).
-The reference is docs/api.md.
+400 malformed input, 403/404 audit refused or off, 404 unknown, 408 body too slow, 409 conflict,
+413 body too large, 421 not an owner of that account (the body lists the owners), 422 refused by
+the ledger, 429 too many waiting requests, 500 a bug (logged in one line), 503 overloaded or
+shutting down, 504 a wait that timed out (with the payment id to check later). No request gets a
+non-JSON answer. The reference is docs/api.md.
 """
 
 from __future__ import annotations
 
-import json
+import hmac
+import logging
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crypto.address import decode_address, encode_address
+from crypto.address import ADDRESS_LENGTH, decode_address, encode_address
 from crypto.errors import AddressError, DecodeError
 from crypto.messages import Certificate, Order
 from gossip.wire import STATE_NAMES
 from peer import genesis as genesis_file
+from peer.api_json import BadJson, loads
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayFull
 from peer.metrics import CONTENT_TYPE, Metrics
 from peer.node import RANK, Node
@@ -30,13 +33,18 @@ from peer.settlement import OrderRejected
 from peer.wire import Refuse
 from store import layout
 
+log = logging.getLogger("meshpay.api")
+
 VERSION = "0.1.0"
+MAX_MESSAGE = 300  # characters of an error message (bad input is quoted, never echoed in full)
 _FAILURE_STATUS = {Refuse.CONFLICT.slug: 409, "timeout": 504, "shutting_down": 503}
 _WAITS = ("none", CERTIFIED, SETTLED)
 
 
 class ApiError(Exception):
     def __init__(self, http_status: int, code: str, message: str, **extra: Any) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "…"
         super().__init__(message)
         self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
 
@@ -44,6 +52,16 @@ class ApiError(Exception):
         headers = {"Retry-After": "1"} if self.http_status in (429, 503) else None
         return JSONResponse({"error": {"code": self.code, "message": self.message, **self.extra}},
                             status_code=self.http_status, headers=headers)
+
+
+class _NoAnswer(Response):
+    """For a client that hung up: there is nobody to answer."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        return None
 
 
 def order_json(order: Order) -> dict[str, Any]:
@@ -58,13 +76,17 @@ def cert_json(cert: Certificate) -> dict[str, Any]:
 
 class Api:
     def __init__(self, node: Node, *, metrics: Metrics | None = None, max_body: int = 64 * 1024,
-                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0) -> None:
+                 max_waiting: int = 128, max_wait: float = 60.0, peer_port: int = 0,
+                 body_timeout: float = 10.0, audit_token: str = "", lookup_timeout: float = 1.0) -> None:
         self.node = node
         self.metrics = metrics
         self.max_body = max_body
         self.max_waiting = max_waiting
         self.max_wait = max_wait
         self.peer_port = peer_port
+        self.body_timeout = body_timeout
+        self.audit_token = audit_token
+        self.lookup_timeout = lookup_timeout
         self.accepting = True
         self.waiting = 0
         self.started = trio.current_time()
@@ -83,6 +105,7 @@ class Api:
         ])
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
+        self.app.add_exception_handler(Exception, self._internal)
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _wrap(self, name: str, handler):
@@ -91,6 +114,10 @@ class Api:
                 response = await handler(request)
             except ApiError as exc:
                 response = exc.response()
+            except ClientDisconnect:
+                response = _NoAnswer()  # an ordinary event, not an error: nothing to log
+            except Exception as exc:
+                response = await self._internal(request, exc)
             if self.metrics is not None:
                 self.metrics.http.labels(name, str(response.status_code)).inc()
             return response
@@ -103,7 +130,16 @@ class Api:
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here").response()
 
+    async def _internal(self, request: Request, exc: Exception) -> Response:
+        # One line, no traceback: a failing request must not flood the log either.
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__,
+                  str(exc)[:MAX_MESSAGE])
+        return ApiError(500, "internal", "the peer failed to answer this request; it is logged").response()
+
     def _address(self, text: str) -> bytes:
+        if len(text) > 2 * ADDRESS_LENGTH:
+            raise ApiError(400, "bad_address", f"an address has {ADDRESS_LENGTH} characters; this one has "
+                                               f"{len(text)}")
         try:
             return decode_address(text)
         except AddressError as exc:
@@ -123,14 +159,17 @@ class Api:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body:
-                raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+        with trio.move_on_after(self.body_timeout) as reading:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self.max_body:
+                    raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+        if reading.cancelled_caught:
+            raise ApiError(408, "body_timeout", f"the request body did not arrive within {self.body_timeout:g} s")
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ApiError(400, "malformed_json", f"body is not JSON: {exc}") from exc
+            doc = loads(bytes(body))
+        except BadJson as exc:
+            raise ApiError(400, "malformed_json", str(exc)) from exc
         if not isinstance(doc, dict):
             raise ApiError(400, "malformed_json", "body must be a JSON object")
         return doc
@@ -263,6 +302,15 @@ class Api:
         return JSONResponse({"address": encode_address(account), "entries": entries, "next_before": next_before})
 
     # ---- audit (devnet check) ---------------------------------------------------------------------
+    def _audit_allowed(self, request: Request) -> None:
+        """The audit lists every owned account: only for holders of `api.audit_token`."""
+        if not self.audit_token:
+            raise ApiError(404, "audit_disabled", "the audit endpoints are off on this peer "
+                                                  "(api.audit_token enables them)")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.audit_token.encode()):
+            raise ApiError(403, "forbidden", "the audit endpoints need `Authorization: Bearer <api.audit_token>`")
+
     def _page(self, request: Request) -> tuple[bytes | None, int]:
         try:
             after = request.query_params.get("after")
@@ -276,6 +324,7 @@ class Api:
 
     async def audit_accounts(self, request: Request) -> Response:
         """Every account this peer holds as an owner, in key order, paged by `after`."""
+        self._audit_allowed(request)
         start, limit = self._page(request)
         accounts = self.node.settlement.ledger.accounts
         keys = sorted(a for a in accounts if start is None or a > start)[:limit]
@@ -286,6 +335,7 @@ class Api:
 
     async def audit_certificates(self, request: Request) -> Response:
         """Every certificate this peer stores, with the sides it applied, paged by `after`."""
+        self._audit_allowed(request)
         start, limit = self._page(request)
         store = self.node.store
         ledger = self.node.settlement.ledger

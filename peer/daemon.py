@@ -17,9 +17,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from crypto import keystore
 from crypto.address import short
@@ -34,6 +32,7 @@ from peer.api import Api
 from peer.client_service import ClientService
 from peer.config import PeerSettings
 from peer.gateway import PENDING, GatewayConfig
+from peer.http_server import HttpLimits, HttpServer
 from peer.metrics import Metrics
 from peer.node import Node, NodeConfig
 from peer.sync import SyncConfig
@@ -147,12 +146,8 @@ class Daemon:
         transport = TcpTransport(key, genesis.network_id, host=s.network.listen_host, port=s.network.listen_port,
                                  limits=TransportLimits(), client_handler=client_handler)
         delegate = _Delegate()
-        hconfig = HypercornConfig()
-        hconfig.bind = [f"{s.api.host}:{s.api.port}"]
-        hconfig.accesslog = None
-        hconfig.errorlog = logging.getLogger("meshpay.http")
-        hconfig.graceful_timeout = 1.0
-        hconfig.keep_alive_timeout = 30.0
+        http = HttpServer(delegate, HttpLimits(max_connections=s.api.max_connections, idle_timeout=s.api.idle_timeout,
+                                               send_timeout=s.api.send_timeout), graceful_timeout=1.0)
         api_stop = trio.Event()
         async with trio.open_nursery() as nursery:
             try:
@@ -160,16 +155,18 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(self._bind_error("peer", s.network.listen_host, s.network.listen_port, exc), 5) from exc
             try:
-                binds = await nursery.start(lambda task_status: hypercorn.trio.serve(
-                    delegate, hconfig, shutdown_trigger=api_stop.wait, task_status=task_status))
+                api_port = await nursery.start(http.serve, s.api.host, s.api.port, api_stop)
             except OSError as exc:
                 raise StartupError(self._bind_error("API", s.api.host, s.api.port, exc), 5) from exc
-            api_port = int(binds[0].rsplit(":", 1)[1])
+            if s.api.public:
+                log.warning("the HTTP API listens on %s:%d, reachable from other machines (api.allow_public); "
+                            "it answers anyone who can connect", s.api.host, api_port)
             node = Node(key, genesis, store, transport, node_config(s, port, api_port))
             metrics = Metrics(node, transport)
             node.runtime.subscribe(metrics.on_event)
             api = Api(node, metrics=metrics, max_body=s.api.max_body_bytes, max_waiting=s.api.max_waiting,
-                      max_wait=s.api.max_wait_seconds, peer_port=port)
+                      max_wait=s.api.max_wait_seconds, peer_port=port, body_timeout=s.api.body_timeout,
+                      audit_token=s.api.audit_token, lookup_timeout=s.api.lookup_timeout)
             service = ClientService(node)
             clients.append(service)
             await nursery.start(node.run)
