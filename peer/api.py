@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import trio
@@ -26,6 +27,7 @@ from crypto.messages import Certificate, Order
 from gossip.wire import STATE_NAMES
 from peer import genesis as genesis_file
 from peer.api_json import BadJson, loads
+from peer.certify import CertificateError
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayFull
 from peer.metrics import CONTENT_TYPE, Metrics
 from peer.node import RANK, Node
@@ -36,6 +38,7 @@ from store import layout
 log = logging.getLogger("meshpay.api")
 
 VERSION = "0.1.0"
+MAX_LOOKUPS = 32  # status queries asking other peers at once (each asks up to a committee)
 MAX_MESSAGE = 300  # characters of an error message (bad input is quoted, never echoed in full)
 _FAILURE_STATUS = {Refuse.CONFLICT.slug: 409, "timeout": 504, "shutting_down": 503}
 _WAITS = ("none", CERTIFIED, SETTLED)
@@ -87,6 +90,8 @@ class Api:
         self.body_timeout = body_timeout
         self.audit_token = audit_token
         self.lookup_timeout = lookup_timeout
+        self.lookups = 0
+        self._found: OrderedDict[bytes, Certificate] = OrderedDict()  # certificates found by lookups
         self.accepting = True
         self.waiting = 0
         self.started = trio.current_time()
@@ -262,15 +267,22 @@ class Api:
         ledger = self.node.settlement.ledger
         state = ledger.peek(account)
         lock = ledger.pending_lock(account)
-        pending = None
+        pending = lock_json = None
         if lock is not None:
             locked = Order.decode(lock.order)
             pending = {"seq": locked.seq, "payment_id": locked.id.hex()}
+            lock_json = {**pending, "order": lock.order.hex()}
+        evidence = self.node.equivocations.current(account)
+        equivocation = None
+        if evidence is not None:
+            equivocation = {"seq": evidence.seq, "payment_ids": [i.hex() for i in evidence.ids],
+                            "orders": [o.hex() for o in evidence.orders]}
         return JSONResponse({
             "address": encode_address(account), "peer_id": self.node.id.hex(),
             "balance": state.balance if state else 0, "next_seq": state.next_seq if state else 0,
             "credits": state.credits if state else 0, "history_length": state.history if state else 0,
-            "pending": pending, "decimals": self.node.genesis.decimals, "owners": self._owners_json(account),
+            "pending": pending, "lock": lock_json, "equivocation": equivocation,
+            "decimals": self.node.genesis.decimals, "owners": self._owners_json(account),
         })
 
     async def history(self, request: Request) -> Response:
@@ -329,9 +341,16 @@ class Api:
         accounts = self.node.settlement.ledger.accounts
         keys = sorted(a for a in accounts if start is None or a > start)[:limit]
         rows = [{"account": a.hex(), "balance": accounts[a].balance, "next_seq": accounts[a].next_seq,
-                 "credits": accounts[a].credits, "credit_digest": accounts[a].credit_digest.hex()} for a in keys]
+                 "credits": accounts[a].credits, "credit_digest": accounts[a].credit_digest.hex(),
+                 **self._lock_row(a)} for a in keys]
         return JSONResponse({"peer_id": self.node.id.hex(), "accounts": rows,
                              "next_after": keys[-1].hex() if len(keys) == limit else None})
+
+    def _lock_row(self, account: bytes) -> dict[str, Any]:
+        """The lock at the account's next seq (payment id) and whether this owner saw equivocation."""
+        lock = self.node.settlement.ledger.pending_lock(account)
+        return {"lock": Order.decode(lock.order).id.hex() if lock is not None else None,
+                "equivocation": self.node.equivocations.current(account) is not None}
 
     async def audit_certificates(self, request: Request) -> Response:
         """Every certificate this peer stores, with the sides it applied, paged by `after`."""
@@ -404,31 +423,90 @@ class Api:
 
     async def payment(self, request: Request) -> Response:
         oid = self._payment_id(request.path_params["payment_id"])
+        sender = request.query_params.get("from")
+        sender_key = self._address(sender) if sender is not None else None
         current = self.node.current(oid)
         status, cert, tracked = self.node.settlement.payment(oid)
+        if cert is None and tracked is None and oid in self._found:
+            status, cert = CERTIFIED, self._found[oid]  # found by an earlier lookup
         order = cert.order if cert is not None else (tracked.order if tracked is not None else None)
         if current is not None:
             status = current.status
             cert = current.cert or cert
-        if order is None:
-            raise ApiError(404, "unknown_payment", "this peer has no record of that payment")
         applied = None
-        if tracked is not None and tracked.status in (CERTIFIED, SETTLED):
+        if order is None:
+            # No record here (a gateway that owns neither side forgets on restart): ask the peers
+            # that may hold it, so an answer never goes from `settled` back to `unknown`.
+            cert, applied = await self._look_up(oid, sender_key)
+            order = cert.order
+            status = CERTIFIED
+        elif tracked is not None and tracked.status in (CERTIFIED, SETTLED):
             applied = {"debit": len(tracked.debit_acks), "credit": len(tracked.credit_acks)}
-        if status == CERTIFIED and cert is not None:
-            owners = tuple(set(self.node.settlement.ring.owners(order.sender))
-                           | set(self.node.settlement.ring.owners(order.recipient)))
-            answers = await self.node.applied_by(oid, owners, timeout=0.5)
-            ring = self.node.settlement.ring
-            debits = sum(1 for p, s in answers.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender))
-            credits = sum(1 for p, s in answers.items() if s & layout.APPLIED_CREDIT and p in ring.owners(order.recipient))
-            applied = {"debit": debits, "credit": credits}
-            if debits >= self.node.genesis.quorum and credits >= self.node.genesis.quorum:
-                status = SETTLED
+        if status == CERTIFIED and cert is not None and applied is None:
+            applied = await self._applied(order)
+        if status == CERTIFIED and applied is not None and min(applied.values()) >= self.node.genesis.quorum:
+            status = SETTLED
         body = self._payment_json(order, status, cert, current)
         if applied is not None:
             body["applied"] = applied
         return JSONResponse(body)
+
+    async def _applied(self, order: Order) -> dict[str, int]:
+        """How many owners of each side say they applied the payment (asked now)."""
+        ring = self.node.settlement.ring
+        owners = tuple(set(ring.owners(order.sender)) | set(ring.owners(order.recipient)))
+        answers = await self.node.applied_by(order.id, owners, timeout=0.5)
+        return self._count_applied(order, answers)
+
+    def _count_applied(self, order: Order, sides: dict[bytes, int]) -> dict[str, int]:
+        ring = self.node.settlement.ring
+        return {"debit": sum(1 for p, s in sides.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender)),
+                "credit": sum(1 for p, s in sides.items()
+                              if s & layout.APPLIED_CREDIT and p in ring.owners(order.recipient))}
+
+    async def _look_up(self, oid: bytes, sender: bytes | None) -> tuple[Certificate, dict[str, int]]:
+        """The certificate of a payment this peer has no record of, from the peers that may hold
+        it, and how many owners of each side applied it; ApiError 404 if every peer asked says it
+        knows nothing, 504 if some did not answer, 503 if too many lookups run already."""
+        node = self.node
+        # The sender's owners hold the debit's certificate; without the sender, any committee member
+        # may own it. Only live ones are asked: a settled payment was applied by W of the sender's
+        # owners, so while fewer than W of the candidates are down, one that is up holds it.
+        candidates = node.settlement.ring.owners(sender) if sender is not None else node.genesis.committee
+        alive = set(node.membership.alive()) | {node.id}
+        peers = tuple(p for p in candidates if p in alive and p != node.id)
+        down = [p.hex() for p in candidates if p not in alive]
+        if self.lookups >= MAX_LOOKUPS:
+            raise ApiError(503, "overloaded", "too many payment lookups are running; retry shortly")
+        self.lookups += 1
+        try:
+            reports = await node.find_payment(oid, peers, self.lookup_timeout)
+        finally:
+            self.lookups -= 1
+        for report in reports.values():
+            if not report.cert:
+                continue
+            try:
+                cert = Certificate.decode(report.cert)
+                if cert.order.id != oid:
+                    continue
+                node.settlement.checker.check(cert)
+            except (DecodeError, CertificateError):
+                continue  # a peer served garbage: the other answers decide
+            self._found[oid] = cert
+            while len(self._found) > 10_000:
+                self._found.popitem(last=False)
+            return cert, self._count_applied(cert.order, {p: r.sides for p, r in reports.items()})
+        named: dict[str, Any] = {"asked": [p.hex() for p in sorted(peers)]}
+        if sender is not None:
+            named["owners"] = self._owners_json(sender)
+        silent = [p.hex() for p in sorted(set(peers) - set(reports))]
+        if silent or len(down) >= node.genesis.quorum:
+            raise ApiError(504, "lookup_timeout", "this peer has no record of that payment and not enough of "
+                                                  "the peers that may hold it answered; ask again later",
+                           unanswered=silent, down=down, **named)
+        raise ApiError(404, "unknown_payment", "neither this peer nor the peers it asked know that payment",
+                       **named)
 
     def _payment_json(self, order: Order, status: str, cert: Certificate | None, event: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"payment_id": order.id.hex(), "status": status, "order": order_json(order)}

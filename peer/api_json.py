@@ -1,9 +1,10 @@
 """Strict JSON for request bodies, and short echoes of bad input.
 
 Python's `json` accepts what a money API should not: integers of any length (converting 5,000 digits
-raised a ValueError outside the ones the API caught, hence a plain-text 500), `NaN` and `Infinity`,
-and duplicate keys (the last one silently wins, so two readers of one body can disagree on what it
-says). `loads` refuses all three with `BadJson`, the only error it raises.
+raised a ValueError outside the ones the API caught, hence a plain-text 500) and duplicate keys (the
+last one silently wins, so two readers of one body can disagree on what it says). `loads` refuses
+both, and nesting deeper than `MAX_DEPTH`, with `BadJson`, the only error it raises. (`NaN` and
+`Infinity` still parse, as Python's non-finite floats; every field that takes a number refuses them.)
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ def _float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
         raise BadJson(f"a number of {len(text)} characters is too long (at most {MAX_NUMBER_CHARS})")
     return float(text)
-
-
-def _constant(text: str) -> Any:
-    raise BadJson(f"{text} is not a JSON number")
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -77,8 +74,7 @@ def loads(body: bytes) -> Any:
     if _depth(text) > MAX_DEPTH:
         raise BadJson(f"body nests deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant,
-                          object_pairs_hook=_object)
+        return json.loads(text, parse_int=_int, parse_float=_float, object_pairs_hook=_object)
     except BadJson:
         raise
     except json.JSONDecodeError as exc:

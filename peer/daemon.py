@@ -162,7 +162,7 @@ class Daemon:
                 log.warning("the HTTP API listens on %s:%d, reachable from other machines (api.allow_public); "
                             "it answers anyone who can connect", s.api.host, api_port)
             node = Node(key, genesis, store, transport, node_config(s, port, api_port))
-            metrics = Metrics(node, transport)
+            metrics = Metrics(node, transport, http)
             node.runtime.subscribe(metrics.on_event)
             api = Api(node, metrics=metrics, max_body=s.api.max_body_bytes, max_waiting=s.api.max_waiting,
                       max_wait=s.api.max_wait_seconds, peer_port=port, body_timeout=s.api.body_timeout,

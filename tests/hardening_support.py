@@ -109,7 +109,7 @@ def stop(net: Net, entry: PeerEntry, timeout: float = 10.0) -> None:
 
 
 def wait_converged(net: Net, entries: list[PeerEntry] | None = None, timeout: float = 40.0) -> None:
-    entries = entries if entries is not None else net.peers
+    entries = entries if entries is not None else [p for p in net.peers if p.pid is not None]
     alive = len([p for p in net.peers if p.pid is not None])
 
     def ready() -> bool:
@@ -123,7 +123,8 @@ def wait_converged(net: Net, entries: list[PeerEntry] | None = None, timeout: fl
 def running(root: Path, *, peers: int, replication: int, quorum: int, wallets: int = 4,
             env: dict[str, str] | None = None, nofile: int | None = None,
             per_peer_env: Callable[[PeerEntry], dict[str, str]] | None = None,
-            **create: Any) -> Iterator[Net]:
+            skip: frozenset[str] = frozenset(), **create: Any) -> Iterator[Net]:
+    """A devnet whose peers (all but those named in `skip`) run until the block ends."""
     devnet = layout.create(root, peers=peers, wallets=wallets, replication=replication, quorum=quorum,
                            fsync=False, **create)
     password = devnet.password()
@@ -132,9 +133,10 @@ def running(root: Path, *, peers: int, replication: int, quorum: int, wallets: i
     net = Net(devnet, genesis, Ring(genesis.committee, genesis.replication, genesis.vnodes), keys,
               dict(env or {}), nofile)
     try:
-        for entry in devnet.peers:
+        started = [entry for entry in devnet.peers if entry.name not in skip]
+        for entry in started:
             start(net, entry, per_peer_env(entry) if per_peer_env else None)
-        wait_converged(net)
+        wait_converged(net, started)
         yield net
     finally:
         for entry in devnet.peers:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -47,10 +48,8 @@ async def _open_slow_bodies(port: int, count: int, budget: float) -> tuple[list[
             failed += 1
             continue
         streams.append(stream)
-        try:
-            await stream.send_all(SLOW_HEAD)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # closed by the peer already
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(SLOW_HEAD)  # may fail: the peer closed it at once
     return streams, failed
 
 
