@@ -13,12 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from crypto.keys import SigningKey
+from crypto.messages import Order
 from gossip.client import open_client
 from tests.hardening_support import Net, open_fds, running, status
 
@@ -81,6 +85,24 @@ async def _fates(streams: list[trio.SocketStream], within: float) -> dict[str, i
     return fates
 
 
+async def _response(stream: trio.SocketStream) -> tuple[int, dict[str, Any]]:
+    """Read one HTTP response with a JSON body (Content-Length framed) off a raw stream."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = await stream.receive_some(4096)
+        assert more, f"closed before a response: {data!r}"
+        data += more
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        more = await stream.receive_some(4096)
+        assert more, f"closed mid-body: {data!r}"
+        body += more
+    assert headers["content-type"] == "application/json", headers
+    return int(lines[0].split()[1]), json.loads(body)
+
+
 async def _status_latency(api: str, timeout: float) -> float:
     async with httpx.AsyncClient(timeout=timeout) as client:
         began = time.monotonic()
@@ -138,36 +160,155 @@ async def test_slow_bodies_at_full_size(tmp_path: Path) -> None:
         await _slow_body_attack(net, count=1100, cap=256)
 
 
-async def test_stalled_bodies_and_headers_time_out(tmp_path: Path) -> None:
-    env = {"MESHPAY_API__BODY_TIMEOUT": "2", "MESHPAY_API__IDLE_TIMEOUT": "2"}
-    with running(tmp_path / "net", peers=1, replication=1, quorum=1, wallets=1, env=env) as net:
-        entry = net.peers[0]
-        port = entry.api_port
-        body = await trio.open_tcp_stream("127.0.0.1", port)
-        await body.send_all(SLOW_HEAD)
-        # Headers that trickle in a byte at a time never complete: the idle timeout counts from
-        # the connection's start, not from the last byte.
-        head = await trio.open_tcp_stream("127.0.0.1", port)
-        began = time.monotonic()
-        closed_after = None
-        with trio.move_on_after(15):
-            for byte in b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100:
-                try:
-                    await head.send_all(bytes([byte]))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    closed_after = time.monotonic() - began
-                    break
-                await trio.sleep(0.25)
-        assert closed_after is not None and closed_after < 8, "slow headers were never cut off"
-        with trio.fail_after(10):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = await body.receive_some(4096)
-                assert more, data
-                data += more
-        assert data.startswith(b"HTTP/1.1 408 "), data
-        doc = json.loads(data.split(b"\r\n\r\n", 1)[1] or b"{}") if b"content-length: 0" not in data.lower() else {}
-        assert doc.get("error", {}).get("code") == "body_timeout", data
-        await body.aclose()
-        await head.aclose()
-        assert status(entry) is not None
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    """One peer with 3 API connections, 2 s header and body timeouts, and no audit token."""
+    env = {"MESHPAY_API__MAX_CONNECTIONS": "3", "MESHPAY_API__BODY_TIMEOUT": "2", "MESHPAY_API__IDLE_TIMEOUT": "2",
+           "MESHPAY_API__AUDIT_TOKEN": "", "MESHPAY_TUNING__SHUTDOWN_GRACE": "0.5"}
+    with running(tmp_path_factory.mktemp("tight") / "net", peers=1, replication=1, quorum=1, wallets=1,
+                 env=env) as net:
+        yield net
+
+
+async def test_stalled_bodies_and_headers_time_out(tight: Net) -> None:
+    entry = tight.peers[0]
+    port = entry.api_port
+    body = await trio.open_tcp_stream("127.0.0.1", port)
+    await body.send_all(SLOW_HEAD)
+    # Headers that trickle in a byte at a time never complete: the idle timeout counts from
+    # the connection's start, not from the last byte.
+    head = await trio.open_tcp_stream("127.0.0.1", port)
+    began = time.monotonic()
+    closed_after = None
+    with trio.move_on_after(15):
+        for byte in b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100:
+            try:
+                await head.send_all(bytes([byte]))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                closed_after = time.monotonic() - began
+                break
+            await trio.sleep(0.25)
+    assert closed_after is not None and closed_after < 8, "slow headers were never cut off"
+    with trio.fail_after(10):
+        code, doc = await _response(body)
+    assert code == 408 and doc["error"]["code"] == "body_timeout", doc
+    await body.aclose()
+    await head.aclose()
+    assert status(entry) is not None
+
+
+# ---- every connection busy: 503 --------------------------------------------------------------------
+async def test_a_newcomer_is_refused_503_only_when_every_connection_is_being_answered(tight: Net) -> None:
+    net = tight
+    entry = net.peers[0]
+    key = next(iter(net.keys.values()))
+    # An order ahead of the sender's sequence waits (retried) until its request times out:
+    # three of them keep all three connections busy being answered.
+    ahead = Order.create(key, net.nid, SigningKey.generate().public, 1, 5)
+    body = json.dumps({"order": ahead.encode().hex(), "wait": "certified", "timeout": 3}).encode()
+    busy = [await trio.open_tcp_stream("127.0.0.1", entry.api_port) for _ in range(3)]
+    for stream in busy:
+        await stream.send_all(b"POST /v1/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await trio.sleep(1.0)
+    began = time.monotonic()
+    with trio.fail_after(5):
+        newcomer = await trio.open_tcp_stream("127.0.0.1", entry.api_port)
+        await newcomer.send_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        code, doc = await _response(newcomer)
+    took = time.monotonic() - began
+    assert code == 503 and doc["error"]["code"] == "too_many_connections", doc
+    print(f"\n503 for a newcomer while 3 of 3 connections were busy, after {took * 1000:.0f} ms")
+    for stream in busy:  # each busy one ends with its own answer: 504, the wait timed out
+        with trio.fail_after(15):
+            code, doc = await _response(stream)
+        assert code == 504 and doc["error"]["code"] == "timeout", doc
+        await stream.aclose()
+    assert status(entry) is not None
+    # The audit endpoints are off without a token.
+    resp = httpx.get(f"{entry.api}/v1/audit/accounts", timeout=10)
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "audit_disabled"
+
+
+# ---- request bodies and echoes --------------------------------------------------------------------------
+TOKEN = "test-audit-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    """One peer whose API listens on every interface (allowed explicitly) with an audit token."""
+    env = {"MESHPAY_API__HOST": "0.0.0.0", "MESHPAY_API__ALLOW_PUBLIC": "true", "MESHPAY_API__AUDIT_TOKEN": TOKEN}
+    with running(tmp_path_factory.mktemp("public") / "net", peers=1, replication=1, quorum=1, wallets=1,
+                 env=env) as net:
+        yield net
+
+
+HUGE = "9" * 5000
+ROUTES = [("GET", "/v1/status"), ("GET", "/v1/peers"), ("GET", "/v1/genesis"), ("POST", "/v1/payments"),
+          ("GET", "/v1/payments/" + "ab" * 32), ("GET", "/v1/audit/accounts"), ("GET", "/v1/audit/certificates"),
+          ("PUT", "/v1/payments"), ("POST", "/v1/status"), ("GET", "/nowhere")]
+
+
+def _error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text[:500]
+    assert resp.headers["content-type"] == "application/json", resp.headers
+    error = resp.json()["error"]
+    assert error["code"] == code, error
+    return error
+
+
+def test_public_api_start_is_warned_about(public: Net) -> None:
+    assert "reachable from other machines" in public.log(public.peers[0])
+
+
+@pytest.mark.parametrize("field", ["order", "wait", "timeout", "pad"])
+def test_a_huge_integer_in_any_field_is_a_json_400(public: Net, field: str) -> None:
+    doc = {"order": "00", "wait": "none", "timeout": 1, "pad": 0}
+    text = json.dumps(doc).replace(f'"{field}": {json.dumps(doc[field])}', f'"{field}": {HUGE}')
+    nested = json.dumps(doc).replace(f'"{field}": {json.dumps(doc[field])}', f'"{field}": [[{{"x": -{HUGE}}}]]')
+    for body in (text, nested):
+        assert HUGE in body
+        error = _error(httpx.post(f"{public.peers[0].api}/v1/payments", content=body.encode(), timeout=10),
+                       400, "malformed_json")
+        assert "5000 digits" in error["message"] and len(error["message"]) < 300
+
+
+def test_no_route_answers_anything_but_json_to_a_hostile_body(public: Net) -> None:
+    api = public.peers[0].api
+    hostile = (b'{"x": %s}' % HUGE.encode(), b"[" * 10_000, b'{"a": 1, "a": 2}', b"\xff\xfe")
+    for method, path in ROUTES:
+        for body in hostile if path == "/v1/payments" else hostile[:1]:
+            resp = httpx.request(method, api + path, content=body, timeout=10,
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+            assert resp.status_code != 500, (method, path, resp.text[:300])
+            assert resp.headers["content-type"] == "application/json", (method, path, resp.text[:300])
+
+
+def test_duplicate_keys_are_refused(public: Net) -> None:
+    body = b'{"order": "00", "wait": "none", "wait": "settled"}'
+    error = _error(httpx.post(f"{public.peers[0].api}/v1/payments", content=body, timeout=10), 400,
+                   "malformed_json")
+    assert "appears twice" in error["message"]
+
+
+def test_bad_input_is_quoted_short_never_echoed_in_full(public: Net) -> None:
+    api = public.peers[0].api
+    long = "mp1" + "q" * 8192
+    for url, params in ((f"{api}/v1/accounts/{long}", None), (f"{api}/v1/accounts/{long}/history", None),
+                        (f"{api}/v1/payments/{'ab' * 32}", {"from": long})):
+        resp = httpx.get(url, params=params, timeout=10)
+        error = _error(resp, 400, "bad_address")
+        assert len(resp.content) < 600 and "q" * 100 not in error["message"], error
+    # Just over the length check: quoted, still short.
+    resp = httpx.get(f"{api}/v1/accounts/{'x' * 100}", timeout=10)
+    assert len(_error(resp, 400, "bad_address")["message"]) <= 300
+
+
+def test_audit_needs_the_token(public: Net) -> None:
+    api = public.peers[0].api
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
+                    {"Authorization": f"Basic {TOKEN}"}):
+        for path in ("/v1/audit/accounts", "/v1/audit/certificates"):
+            _error(httpx.get(api + path, headers=headers, timeout=10), 403, "forbidden")
+    resp = httpx.get(f"{api}/v1/audit/accounts", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert resp.status_code == 200 and len(resp.json()["accounts"]) == 1, resp.text
