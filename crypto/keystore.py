@@ -101,8 +101,8 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise CorruptKeystore("keystore file is too large")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CorruptKeystore(f"keystore file is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also the int-digit limit
+        raise CorruptKeystore(f"keystore file is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict) or "meshpay_keystore" not in doc:
         raise CorruptKeystore("not a meshpay keystore file")
     version = doc["meshpay_keystore"]
@@ -122,7 +122,8 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise CorruptKeystore(f"keystore file is missing or has a malformed field: {exc}") from exc
     if header != {k: v for k, v in doc.items() if k not in ("ciphertext", "header_sha256")}:
         raise CorruptKeystore("keystore file has unexpected fields")
-    if not isinstance(stored_digest, str) or not hmac.compare_digest(stored_digest, _header_digest(header)):
+    if (not isinstance(stored_digest, str) or not stored_digest.isascii()
+            or not hmac.compare_digest(stored_digest, _header_digest(header))):
         raise CorruptKeystore("keystore header is damaged (its checksum does not match)")
     if kdf["name"] != "scrypt" or kdf["r"] != 8 or kdf["p"] != 1 or cipher["name"] != "chacha20-poly1305":
         raise CorruptKeystore("keystore uses an unsupported KDF or cipher")
