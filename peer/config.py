@@ -84,6 +84,7 @@ class ApiSettings(BaseModel):
     idle_timeout: float = Field(15.0, gt=0)
     body_timeout: float = Field(10.0, gt=0)
     send_timeout: float = Field(15.0, gt=0)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)  # request line and headers still incomplete
     # Seconds a status query waits for other peers when this peer does not know the payment.
     lookup_timeout: float = Field(1.0, gt=0)
     # Bearer token for /v1/audit/*; empty: the audit endpoints are off (404).
@@ -238,6 +239,8 @@ idle_timeout = 15.0
 # Seconds from a request's headers to its complete body (else 408), and for each write of a response.
 body_timeout = 10.0
 send_timeout = 15.0
+# A request line and headers still incomplete past this many bytes are refused (431).
+max_header_bytes = 16384
 # Seconds a query for a payment this peer does not know waits for the other peers' answers.
 lookup_timeout = 1.0
 # Bearer token that opens /v1/audit/* (at least 16 characters); empty keeps them off.

@@ -147,7 +147,8 @@ class Daemon:
                                  limits=TransportLimits(), client_handler=client_handler)
         delegate = _Delegate()
         http = HttpServer(delegate, HttpLimits(max_connections=s.api.max_connections, idle_timeout=s.api.idle_timeout,
-                                               send_timeout=s.api.send_timeout), graceful_timeout=1.0)
+                                               send_timeout=s.api.send_timeout,
+                                               max_header_bytes=s.api.max_header_bytes), graceful_timeout=1.0)
         api_stop = trio.Event()
         async with trio.open_nursery() as nursery:
             try:

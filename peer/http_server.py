@@ -36,6 +36,7 @@ from typing import Any
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -88,13 +89,20 @@ class _TimedStream:
     def __init__(self, stream: trio.SocketStream, send_timeout: float) -> None:
         self._stream = stream
         self._send_timeout = send_timeout
+        self._stalled = False
         self.socket = stream.socket
 
     async def send_all(self, data: bytes) -> None:
+        if self._stalled:
+            raise trio.BrokenResourceError("the client stopped reading")
         try:
             with trio.fail_after(self._send_timeout):
                 await self._stream.send_all(data)
         except trio.TooSlowError as exc:
+            # Close for good: the application may go on writing, and each write must fail at once
+            # (the reader task sees the close too and ends the connection).
+            self._stalled = True
+            await self._stream.aclose()
             raise trio.BrokenResourceError("the client did not read the response in time") from exc
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -105,6 +113,24 @@ class _TimedStream:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class _Connection(TCPServer):
+    """hypercorn's connection, ended as soon as its reading ends (the client hung up, or the socket
+    was closed after a send timeout). hypercorn's own would wait for its idle timer first, holding
+    the socket open for up to `idle_timeout` after the client left."""
+
+    _finished = False
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        self._finished = True
+        await self.idle_task.stop()
+
+    async def protocol_send(self, event: Any) -> None:
+        if self._finished and isinstance(event, Updated) and event.idle:
+            return  # nothing more will be read: no idle timer to wait for
+        await super().protocol_send(event)
 
 
 class HttpServer:
@@ -204,8 +230,8 @@ class HttpServer:
         try:
             with conn.scope:
                 timed = _TimedStream(stream, self.limits.send_timeout)
-                server = TCPServer(_Guard(self.app, conn), self.config, self.context,
-                                   ConnectionState({}), timed)  # type: ignore[arg-type]
+                server = _Connection(_Guard(self.app, conn), self.config, self.context,
+                                     ConnectionState({}), timed)  # type: ignore[arg-type]
                 await server.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("API connection ended: %s", exc)

@@ -95,3 +95,54 @@ async def test_an_application_that_raises_outside_any_route_still_answers_json(
         assert len(errors) == 1 and "broken before answering" in errors[0].getMessage()
         stop.set()
     assert not server.conns
+
+
+async def test_a_client_that_never_reads_is_cut_off_after_the_send_timeout() -> None:
+    chunk = b"x" * (1 << 20)
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for _ in range(256):  # 256 MiB: far more than any socket buffer holds
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with trio.open_nursery() as nursery:
+        server = HttpServer(app, HttpLimits(send_timeout=1.0))
+        stop = trio.Event()
+        port = await nursery.start(server.serve, "127.0.0.1", 0, stop)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with trio.fail_after(10):
+            while not server.conns:
+                await trio.sleep(0.01)
+            began = trio.current_time()
+            while server.conns:  # the server gives up on the connection by itself
+                await trio.sleep(0.05)
+        assert trio.current_time() - began < 8
+        await stream.aclose()
+        stop.set()
+
+
+async def test_headers_over_the_limit_are_refused_and_the_connection_closed() -> None:
+    async def app(scope: dict, receive: object, send: object) -> None:
+        raise AssertionError("never reached: the headers are refused first")
+
+    async with trio.open_nursery() as nursery:
+        server = HttpServer(app, HttpLimits(max_header_bytes=4096))
+        stop = trio.Event()
+        port = await nursery.start(server.serve, "127.0.0.1", 0, stop)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(10):
+            # Headers that are still incomplete past the limit (as a slow or endless header arrives).
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000)
+            await trio.sleep(0.2)
+            await stream.send_all(b"a" * 5000)
+            data = b""
+            while True:
+                more = await stream.receive_some(4096)
+                if not more:
+                    break
+                data += more
+        assert data.startswith(b"HTTP/1.1 431 "), data
+        await stream.aclose()
+        stop.set()
