@@ -79,7 +79,7 @@ def pay(http: httpx.Client, gateway: PeerEntry, order: Order, wait: str = "settl
     return resp.json()
 
 
-def test_records_carry_the_advertised_address_not_the_wildcard(net: Net, http: httpx.Client) -> None:
+def _records_carry_the_advertised_address(net: Net, http: httpx.Client) -> None:
     for peer in running_peers(net):
         rows = http.get(f"{peer.api}/v1/peers").json()["peers"]
         alive = [r for r in rows if r["state"] == "alive"]
@@ -89,6 +89,8 @@ def test_records_carry_the_advertised_address_not_the_wildcard(net: Net, http: h
 
 # ---- item 6: answers that regress after a restart ------------------------------------------------
 def test_a_restarted_non_owner_gateway_still_says_settled(net: Net, http: httpx.Client) -> None:
+    # The peers listen on the wildcard and advertise 127.0.0.1: their records carry the latter.
+    _records_carry_the_advertised_address(net, http)
     # Two demo wallets whose owners both leave out the same running peer: that peer is the gateway.
     running_names = {p.name for p in running_peers(net)}
     pick = None
