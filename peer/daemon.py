@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import resource
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,27 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
+
+
+MAX_OPEN_FILES = 65_536
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft open-files limit toward the hard one (at most `MAX_OPEN_FILES`).
+
+    Every API and peer connection is a descriptor; a soft limit of 1,024 (a common default) is
+    what a slow-body attack exhausted. The connection caps keep within the limit either way; a higher
+    limit gives them room. Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+    return soft
 
 
 class _Delegate:
@@ -124,6 +146,10 @@ class Daemon:
         except genesis_file.GenesisError as exc:
             raise StartupError(str(exc), 2) from exc
         logs.setup(short(key.public), s.log.level, s.log.format)
+        open_files = _raise_fd_limit()
+        if open_files < 2 * s.api.max_connections + 256:
+            log.warning("the open-files limit is %d: low for api.max_connections = %d plus peer connections and "
+                        "the database", open_files, s.api.max_connections)
         try:
             store = open_store(s, genesis.network_id)
         except MeshpayError as exc:
