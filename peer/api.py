@@ -437,7 +437,7 @@ class Api:
         if order is None:
             # No record here (a gateway that owns neither side forgets on restart): ask the peers
             # that may hold it, so an answer never goes from `settled` back to `unknown`.
-            cert, applied = await self._look_up(oid, sender_key)
+            cert = await self._look_up(oid, sender_key)
             order = cert.order
             status = CERTIFIED
         elif tracked is not None and tracked.status in (CERTIFIED, SETTLED):
@@ -456,18 +456,14 @@ class Api:
         ring = self.node.settlement.ring
         owners = tuple(set(ring.owners(order.sender)) | set(ring.owners(order.recipient)))
         answers = await self.node.applied_by(order.id, owners, timeout=0.5)
-        return self._count_applied(order, answers)
-
-    def _count_applied(self, order: Order, sides: dict[bytes, int]) -> dict[str, int]:
-        ring = self.node.settlement.ring
-        return {"debit": sum(1 for p, s in sides.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender)),
-                "credit": sum(1 for p, s in sides.items()
+        return {"debit": sum(1 for p, s in answers.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender)),
+                "credit": sum(1 for p, s in answers.items()
                               if s & layout.APPLIED_CREDIT and p in ring.owners(order.recipient))}
 
-    async def _look_up(self, oid: bytes, sender: bytes | None) -> tuple[Certificate, dict[str, int]]:
+    async def _look_up(self, oid: bytes, sender: bytes | None) -> Certificate:
         """The certificate of a payment this peer has no record of, from the peers that may hold
-        it, and how many owners of each side applied it; ApiError 404 if every peer asked says it
-        knows nothing, 504 if some did not answer, 503 if too many lookups run already."""
+        it; ApiError 404 if every peer asked says it knows nothing, 504 if some did not answer (or
+        too many are down), 503 if too many lookups run already."""
         node = self.node
         # The sender's owners hold the debit's certificate; without the sender, any committee member
         # may own it. Only live ones are asked: a settled payment was applied by W of the sender's
@@ -496,7 +492,7 @@ class Api:
             self._found[oid] = cert
             while len(self._found) > 10_000:
                 self._found.popitem(last=False)
-            return cert, self._count_applied(cert.order, {p: r.sides for p, r in reports.items()})
+            return cert
         named: dict[str, Any] = {"asked": [p.hex() for p in sorted(peers)]}
         if sender is not None:
             named["owners"] = self._owners_json(sender)
