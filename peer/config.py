@@ -9,9 +9,16 @@ then the file, then the defaults. Relative paths in the file are relative to the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,8 +44,11 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+Host = Annotated[str, AfterValidator(check_host)]  # an IP address or a DNS host name
+
+
 class NetworkSettings(BaseModel):
-    listen_host: str = "127.0.0.1"
+    listen_host: Host = "127.0.0.1"
     listen_port: int = Field(7000, ge=0, le=65535)
     advertise_host: str = ""  # defaults to listen_host
     seeds: list[str] = Field(default_factory=list)
@@ -49,11 +59,6 @@ class NetworkSettings(BaseModel):
         for seed in value:
             parse_hostport(seed)
         return value
-
-    @field_validator("listen_host")
-    @classmethod
-    def _listen_host(cls, value: str) -> str:
-        return check_host(value)
 
     @field_validator("advertise_host")
     @classmethod
@@ -71,7 +76,7 @@ class NetworkSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     # Binding beyond loopback must be asked for: the API answers anyone who can reach it.
     allow_public: bool = False
@@ -89,11 +94,6 @@ class ApiSettings(BaseModel):
     lookup_timeout: float = Field(1.0, gt=0)
     # Bearer token for /v1/audit/*; empty: the audit endpoints are off (404).
     audit_token: str = ""
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        return check_host(value)
 
     @field_validator("audit_token")
     @classmethod

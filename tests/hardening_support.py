@@ -14,54 +14,32 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from crypto import keystore
-from crypto.keys import SigningKey
 from devnet import layout
-from devnet.layout import Devnet, PeerEntry
+from devnet.layout import PeerEntry
 from peer import genesis as genesis_file
-from peer.genesis import Genesis
 from peer.ring import Ring
+from tests.test_api import Net as ApiNet
+from tests.test_api import wait_for
 from tests.wallet_support import REPO, gone
 
 
 @dataclass
-class Net:
-    devnet: Devnet
-    genesis: Genesis
-    ring: Ring
-    keys: dict[str, SigningKey]  # demo wallet name -> key
-    env: dict[str, str]
-    nofile: int | None
+class Net(ApiNet):
+    """test_api's running devnet, plus what these peers were started with."""
 
-    @property
-    def nid(self) -> bytes:
-        return self.genesis.network_id
-
-    @property
-    def peers(self) -> list[PeerEntry]:
-        return self.devnet.peers
+    env: dict[str, str] = field(default_factory=dict)
+    nofile: int | None = None  # RLIMIT_NOFILE of every peer process
 
     def log(self, entry: PeerEntry) -> str:
         return self.devnet.log_path(entry.name).read_text(errors="replace")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def status(entry: PeerEntry, timeout: float = 2.0) -> dict[str, Any] | None:
