@@ -67,12 +67,16 @@ class NetworkSettings(BaseModel):
             raise ValueError(f"{value!r} is a wildcard; advertise an address other peers can dial")
         return value
 
-    @model_validator(mode="after")
-    def _wildcard_needs_advertise(self) -> NetworkSettings:
-        if is_wildcard(self.listen_host) and not self.advertise_host:
-            raise ValueError(f"listen_host {self.listen_host!r} listens on every interface, so other peers "
-                             "cannot be told it: set network.advertise_host to the address they should dial")
-        return self
+    def advertised_host(self) -> str:
+        """The address put in this peer's signed record. A wildcard listen address cannot be dialled,
+        so it needs `advertise_host` (checked when the peer starts, not when the file is read: a
+        container image's file gets its advertise address from the environment at start)."""
+        if self.advertise_host:
+            return self.advertise_host
+        if is_wildcard(self.listen_host):
+            raise ConfigError(f"listen_host {self.listen_host!r} listens on every interface, so other peers "
+                              "cannot be told it: set network.advertise_host to the address they should dial")
+        return self.listen_host
 
 
 class ApiSettings(BaseModel):

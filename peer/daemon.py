@@ -31,7 +31,7 @@ from peer import genesis as genesis_file
 from peer import logs
 from peer.api import Api
 from peer.client_service import ClientService
-from peer.config import PeerSettings
+from peer.config import ConfigError, PeerSettings
 from peer.gateway import PENDING, GatewayConfig
 from peer.http_server import HttpLimits, HttpServer
 from peer.metrics import Metrics
@@ -115,7 +115,7 @@ def open_store(settings: PeerSettings, network_id: bytes) -> Store:
 def node_config(settings: PeerSettings, port: int, api_port: int) -> NodeConfig:
     t = settings.tuning
     return NodeConfig(
-        host=settings.network.advertise_host or settings.network.listen_host,
+        host=settings.network.advertised_host(),
         port=port,
         api_port=api_port,
         seeds=settings.seeds,
@@ -137,6 +137,10 @@ class Daemon:
 
     async def run(self, *, task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> int:
         s = self.settings
+        try:
+            s.network.advertised_host()
+        except ConfigError as exc:
+            raise StartupError(str(exc), 2) from exc
         try:
             key = keystore.load(s.key_file, self.password)
         except keystore.KeystoreError as exc:

@@ -5,6 +5,7 @@ a wildcard listen needs an address to advertise; the audit token comes from the 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,11 +67,18 @@ def test_a_public_api_needs_consent(tmp_path: Path) -> None:
 
 def test_a_wildcard_listen_needs_an_address_to_advertise(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="advertise_host"):
-        _load(tmp_path, network='listen_host = "0.0.0.0"')
+        _load(tmp_path, network='listen_host = "0.0.0.0"').network.advertised_host()
     with pytest.raises(ConfigError, match="wildcard"):
         _load(tmp_path, network='listen_host = "0.0.0.0"\nadvertise_host = "::"')
     settings = _load(tmp_path, network='listen_host = "0.0.0.0"\nadvertise_host = "peer1.example.org"')
-    assert settings.network.advertise_host == "peer1.example.org"
+    assert settings.network.advertised_host() == "peer1.example.org"
+    assert _load(tmp_path, network='listen_host = "10.0.0.7"').network.advertised_host() == "10.0.0.7"
+    # `peer run` refuses to start (exit 2) before opening any port.
+    path = _write(tmp_path, network='listen_host = "0.0.0.0"')
+    proc = subprocess.run([sys.executable, "-m", "peer", "run", "--config", str(path)], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, env={**os.environ, "MESHPAY_PASSWORD": "x"})
+    assert proc.returncode == 2, proc.stderr
+    assert "advertise_host" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_the_audit_token_comes_from_the_file_or_the_environment(tmp_path: Path,

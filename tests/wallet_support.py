@@ -166,7 +166,7 @@ def tamper_vote(cert: Certificate, index: int = 0, byte: int = 10) -> Certificat
     sig = bytearray(vote.sig)
     sig[byte] ^= 0x01
     votes = list(cert.votes)
-    votes[index] = Vote(vote.order_id, vote.voter, bytes(sig))
+    votes[index] = Vote(vote.order_id, vote.epoch, vote.voter, bytes(sig))
     return Certificate(cert.order, tuple(votes))
 
 

@@ -2,7 +2,7 @@
 
 A certificate proves a payment final when its order carries a valid signature of its sender and it
 holds votes from `quorum` distinct owners of the sender's account, each a valid signature on the
-order's id, all for the genesis network. The committee, replication, quorum and vnodes of the
+order's id and its exact signature bytes, all for the genesis network. The committee, replication, quorum and vnodes of the
 genesis fix the owners (`peer.ring.Ring`); `peer.certify.CertificateChecker` does the vote checks.
 Nothing here touches the network: `wallet verify` runs offline.
 
@@ -27,8 +27,8 @@ from crypto.address import encode_address
 from crypto.errors import MeshpayError
 from crypto.messages import Certificate
 from peer.certify import CertificateChecker, CertificateError
+from peer.committee import Committee
 from peer.genesis import Genesis
-from peer.ring import Ring
 from wallet.amounts import format_amount
 
 RECEIPT_FORMAT = 1
@@ -48,8 +48,8 @@ class UnverifiedPayment(VerificationError):
 
 
 def checker_for(genesis: Genesis) -> CertificateChecker:
-    ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
-    return CertificateChecker(genesis.network_id, ring, genesis.quorum)
+    committee = Committee.from_genesis(genesis)
+    return CertificateChecker(genesis.network_id, {0: committee}.get)
 
 
 def verify_certificate(cert: Certificate, genesis: Genesis, checker: CertificateChecker | None = None) -> None:

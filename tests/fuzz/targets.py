@@ -67,8 +67,8 @@ def _order(seq: int = 0) -> Order:
 @cache
 def _message_seeds() -> list[bytes]:
     order = _order()
-    vote = Vote.create(_key(3), NETWORK, order.id)
-    cert = Certificate(order, (vote, Vote.create(_key(4), NETWORK, order.id)))
+    vote = Vote.create(_key(3), NETWORK, order)
+    cert = Certificate(order, (vote, Vote.create(_key(4), NETWORK, order)))
     record = PeerRecord.create(_key(5), NETWORK, "127.0.0.1", 7000, 8000, 3, 1)
     msgs = [order, vote, cert, record, VoteRequest(order), CertDelivery(cert),
             Refusal(order.id, 8, "locked", order.encode()), PaymentQuery(order.id),
