@@ -1,5 +1,5 @@
 """Helpers for the hardening tests: real `peer run` processes started with chosen environment
-overrides and file-descriptor limits, stopped for certain, and a few attack clients.
+overrides and file-descriptor limits, and stopped for certain (SIGTERM, then SIGKILL).
 
 The peers are started here rather than by `devnet.processes.start_peer` because an attack test
 needs what a devnet does not give: a per-process `RLIMIT_NOFILE` (the limit the attack exhausts)
