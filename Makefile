@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak bench-foundation bench-settlement bench-gossip lint clean
+.PHONY: devnet test soak fuzz bench-foundation bench-settlement bench-gossip lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -20,6 +20,13 @@ test: $(VENV)/.installed
 
 soak: $(VENV)/.installed
 	$(PY) -m pytest -q --soak -m soak
+
+# The long fuzz run of every decoder (tests/fuzz/run.py): coverage-guided with atheris when it
+# installs, else the seeded mutation engine. FUZZ_RUNS inputs in all (default 1,000,000).
+FUZZ_RUNS ?= 1000000
+fuzz: $(VENV)/.installed
+	$(PY) -m pip install --quiet atheris || echo "atheris did not install: using the mutation engine"
+	$(PY) -m tests.fuzz.run --runs $(FUZZ_RUNS)
 
 bench-foundation: $(VENV)/.installed
 	$(PY) -m tests.bench.foundation

@@ -114,8 +114,8 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise CorruptKeystore("keystore file is too large")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CorruptKeystore(f"keystore file is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also the int-digit limit
+        raise CorruptKeystore(f"keystore file is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict) or "meshpay_keystore" not in doc:
         raise CorruptKeystore("not a meshpay keystore file")
     version = doc["meshpay_keystore"]

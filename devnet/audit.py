@@ -6,6 +6,14 @@ certificates it holds, waits until the network is quiet, and checks the money in
   running owners;
 - no two certificates exist for one (sender, seq);
 - every certificate is applied by every running owner of both its accounts.
+
+It also reports frozen accounts (not a violation: the sender's own doing): the running owners are
+locked on different orders at the account's next sequence so that no order can reach the quorum W,
+even if every owner that is free or not running voted for it. A sender gets there by signing two
+orders for one sequence number and having them sent at once to different owners.
+
+The audit endpoints need the peers' `api.audit_token`: pass `token`, or the auditor reads each
+peer's from its config file in the devnet.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import httpx
 from crypto.address import encode_address
 from devnet.layout import Devnet, PeerEntry
 from devnet.processes import is_running
+from peer import config as peer_config
 from peer.genesis import load as load_genesis
 from peer.ring import Ring
 
@@ -30,6 +39,8 @@ class Snapshot:
     accounts: dict[str, dict[str, tuple]]  # peer_id -> account hex -> state tuple
     certs: dict[str, dict[str, dict]]  # peer_id -> payment id -> row
     busy: bool
+    locks: dict[str, dict[str, tuple[str | None, bool]]] = field(default_factory=dict)
+    # peer_id -> account hex -> (payment id locked at next_seq, equivocation seen)
 
 
 @dataclass
@@ -44,17 +55,19 @@ class AuditReport:
     genesis_supply: int
     quiet: bool
     notes: list[str] = field(default_factory=list)
+    frozen: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _pages(client: httpx.Client, url: str, key: str) -> list[dict]:
+def _pages(client: httpx.Client, url: str, key: str, token: str | None) -> list[dict]:
     rows: list[dict] = []
     after = None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     for _ in range(100_000):
         params = {"limit": "5000", **({"after": after} if after else {})}
-        response = client.get(url, params=params)
+        response = client.get(url, params=params, headers=headers)
         response.raise_for_status()
         doc = response.json()
         rows.extend(doc[key])
@@ -64,25 +77,45 @@ def _pages(client: httpx.Client, url: str, key: str) -> list[dict]:
     raise RuntimeError("audit paging did not end")
 
 
-def snapshot(peers: list[PeerEntry], timeout: float = 10.0) -> Snapshot:
+def snapshot(peers: list[PeerEntry], timeout: float = 10.0, tokens: dict[str, str] | None = None) -> Snapshot:
+    """Every peer's owned accounts and certificates; `tokens` maps a peer's name to its audit token."""
     accounts: dict[str, dict[str, tuple]] = {}
     certs: dict[str, dict[str, dict]] = {}
+    locks: dict[str, dict[str, tuple[str | None, bool]]] = {}
     busy = False
+    tokens = tokens or {}
     with httpx.Client(timeout=timeout) as client:
         for peer in peers:
+            token = tokens.get(peer.name)
             status = client.get(f"{peer.api}/v1/status").json()
             q = status["queues"]
             busy |= bool(q["gateway_in_flight"] or q["group_commit"] or q["inbound"])
+            rows = _pages(client, f"{peer.api}/v1/audit/accounts", "accounts", token)
             accounts[peer.peer_id] = {
                 row["account"]: (row["balance"], row["next_seq"], row["credits"], row["credit_digest"])
-                for row in _pages(client, f"{peer.api}/v1/audit/accounts", "accounts")
+                for row in rows
             }
-            certs[peer.peer_id] = {row["payment_id"]: row
-                                   for row in _pages(client, f"{peer.api}/v1/audit/certificates", "certificates")}
-    return Snapshot(accounts, certs, busy)
+            locks[peer.peer_id] = {row["account"]: (row.get("lock"), bool(row.get("equivocation")))
+                                   for row in rows}
+            certs[peer.peer_id] = {row["payment_id"]: row for row in
+                                   _pages(client, f"{peer.api}/v1/audit/certificates", "certificates", token)}
+    return Snapshot(accounts, certs, busy, locks)
 
 
-def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
+def configured_tokens(devnet: Devnet) -> dict[str, str]:
+    """Each peer's `api.audit_token` as its config file (and the environment) sets it."""
+    tokens = {}
+    for peer in devnet.peers:
+        try:
+            token = peer_config.load(devnet.config_path(peer.name)).api.audit_token
+        except peer_config.ConfigError:
+            continue
+        if token:
+            tokens[peer.name] = token
+    return tokens
+
+
+def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = None) -> AuditReport:
     """Check the invariants; while they do not hold yet, keep looking until `quiet_timeout`.
 
     Right after load, owners can still be catching up (re-deliveries, anti-entropy), so a snapshot
@@ -93,9 +126,10 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
     ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
     running = [p for p in devnet.peers if is_running(p, devnet)]
     down = [p.name for p in devnet.peers if p not in running]
+    tokens = {p.name: token for p in devnet.peers} if token else configured_tokens(devnet)
     deadline = time.monotonic() + quiet_timeout
     while True:
-        snap = snapshot(running)
+        snap = snapshot(running, tokens=tokens)
         violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
         quiet = not snap.busy
         if (quiet and not violations) or time.monotonic() >= deadline:
@@ -105,8 +139,44 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
         notes.append(f"work was still in flight after {quiet_timeout:.0f} s; results may include it")
     if down:
         notes.append(f"peers not running (not checked): {', '.join(down)}")
+    frozen = frozen_accounts(snap, ring, genesis.quorum, running)
+    for entry in frozen:
+        split = " + ".join(str(len(names)) for names in entry["locks"].values())
+        notes.append(f"account {entry['address']} is frozen at seq {entry['seq']}: its owners are locked on "
+                     f"{len(entry['locks'])} different orders ({split}), so none can reach the quorum of "
+                     f"{genesis.quorum}; its sender signed two orders for one sequence number")
     return AuditReport(not violations, violations, [p.name for p in running], down, accounts, certs, total,
-                       genesis.total_supply, quiet, notes)
+                       genesis.total_supply, quiet, notes, frozen)
+
+
+def frozen_accounts(snap: Snapshot, ring: Ring, quorum: int, running: list[PeerEntry]) -> list[dict]:
+    """Accounts whose running owners' locks at the next sequence leave every order short of the
+    quorum, counting every free or not-running owner as a possible vote."""
+    names = {p.peer_id: p.name for p in running}
+    frozen = []
+    locked_accounts = {a for per_peer in snap.locks.values() for a, (lock, _) in per_peer.items() if lock}
+    for account in sorted(locked_accounts):
+        owners = [o.hex() for o in ring.owners(bytes.fromhex(account))]
+        seqs = {snap.accounts[o][account][1] for o in owners if o in snap.accounts and account in snap.accounts[o]}
+        if len(seqs) != 1:
+            continue  # owners disagree on the next seq: a certificate used it, or one is catching up
+        by_order: dict[str, list[str]] = defaultdict(list)
+        unknown = 0
+        evidence = []
+        for owner in owners:
+            lock, saw = snap.locks.get(owner, {}).get(account, (None, False))
+            if lock is None:
+                unknown += 1  # free, or not running: it could still vote for any order
+            else:
+                by_order[lock].append(names[owner])
+            if saw:
+                evidence.append(names[owner])
+        if len(by_order) >= 2 and max(len(v) for v in by_order.values()) + unknown < quorum:
+            frozen.append({"account": account, "address": encode_address(bytes.fromhex(account)),
+                           "seq": seqs.pop(), "locks": {k: sorted(v) for k, v in by_order.items()},
+                           "free_or_down": unknown,
+                           "evidence_at": evidence})
+    return frozen
 
 
 def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> tuple:

@@ -1,28 +1,33 @@
 """The HTTP JSON client API of a peer (Starlette on hypercorn's trio worker).
 
 Errors are JSON `{"error": {"code": ..., "message": ...}}` with a stable code and a fitting status:
-400 malformed input, 404 unknown, 409 conflict, 413 body too large, 421 not an owner of that
-account (the body lists the owners), 422 refused by the ledger, 429 too many waiting requests,
-503 overloaded or shutting down, 504 a wait that timed out (with the payment id to check later).
-The reference is docs/api.md.
+400 malformed input, 403/404 audit refused or off, 404 unknown, 408 body too slow, 409 conflict,
+413 body too large, 421 not an owner of that account (the body lists the owners), 422 refused by
+the ledger, 429 too many waiting requests, 500 a bug (logged in one line), 503 overloaded or
+shutting down, 504 a wait that timed out (with the payment id to check later). No request gets a
+non-JSON answer. The reference is docs/api.md.
 """
 
 from __future__ import annotations
 
-import json
+import hmac
+import logging
+from collections import OrderedDict
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crypto.address import decode_address, encode_address
+from crypto.address import ADDRESS_LENGTH, decode_address, encode_address
 from crypto.errors import AddressError, DecodeError
 from crypto.messages import Certificate, Order
 from gossip.wire import STATE_NAMES
 from peer import genesis as genesis_file
+from peer.api_json import BadJson, loads
+from peer.certify import CertificateError
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayFull
 from peer.metrics import CONTENT_TYPE, Metrics
 from peer.node import RANK, Node
@@ -30,13 +35,19 @@ from peer.settlement import OrderRejected
 from peer.wire import Refuse
 from store import layout
 
+log = logging.getLogger("meshpay.api")
+
 VERSION = "0.1.0"
+MAX_LOOKUPS = 32  # status queries asking other peers at once (each asks up to a committee)
+MAX_MESSAGE = 300  # characters of an error message (bad input is quoted, never echoed in full)
 _FAILURE_STATUS = {Refuse.CONFLICT.slug: 409, "timeout": 504, "shutting_down": 503}
 _WAITS = ("none", CERTIFIED, SETTLED)
 
 
 class ApiError(Exception):
     def __init__(self, http_status: int, code: str, message: str, **extra: Any) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "…"
         super().__init__(message)
         self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
 
@@ -44,6 +55,16 @@ class ApiError(Exception):
         headers = {"Retry-After": "1"} if self.http_status in (429, 503) else None
         return JSONResponse({"error": {"code": self.code, "message": self.message, **self.extra}},
                             status_code=self.http_status, headers=headers)
+
+
+class _NoAnswer(Response):
+    """For a client that hung up: there is nobody to answer."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        return None
 
 
 def order_json(order: Order) -> dict[str, Any]:
@@ -58,13 +79,19 @@ def cert_json(cert: Certificate) -> dict[str, Any]:
 
 class Api:
     def __init__(self, node: Node, *, metrics: Metrics | None = None, max_body: int = 64 * 1024,
-                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0) -> None:
+                 max_waiting: int = 128, max_wait: float = 60.0, peer_port: int = 0,
+                 body_timeout: float = 10.0, audit_token: str = "", lookup_timeout: float = 1.0) -> None:
         self.node = node
         self.metrics = metrics
         self.max_body = max_body
         self.max_waiting = max_waiting
         self.max_wait = max_wait
         self.peer_port = peer_port
+        self.body_timeout = body_timeout
+        self.audit_token = audit_token
+        self.lookup_timeout = lookup_timeout
+        self.lookups = 0
+        self._found: OrderedDict[bytes, Certificate] = OrderedDict()  # certificates found by lookups
         self.accepting = True
         self.waiting = 0
         self.started = trio.current_time()
@@ -83,6 +110,7 @@ class Api:
         ])
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
+        self.app.add_exception_handler(Exception, self._internal)
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _wrap(self, name: str, handler):
@@ -91,6 +119,10 @@ class Api:
                 response = await handler(request)
             except ApiError as exc:
                 response = exc.response()
+            except ClientDisconnect:
+                response = _NoAnswer()  # an ordinary event, not an error: nothing to log
+            except Exception as exc:
+                response = await self._internal(request, exc)
             if self.metrics is not None:
                 self.metrics.http.labels(name, str(response.status_code)).inc()
             return response
@@ -103,7 +135,16 @@ class Api:
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here").response()
 
+    async def _internal(self, request: Request, exc: Exception) -> Response:
+        # One line, no traceback: a failing request must not flood the log either.
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__,
+                  str(exc)[:MAX_MESSAGE])
+        return ApiError(500, "internal", "the peer failed to answer this request; it is logged").response()
+
     def _address(self, text: str) -> bytes:
+        if len(text) > 2 * ADDRESS_LENGTH:
+            raise ApiError(400, "bad_address", f"an address has {ADDRESS_LENGTH} characters; this one has "
+                                               f"{len(text)}")
         try:
             return decode_address(text)
         except AddressError as exc:
@@ -123,14 +164,17 @@ class Api:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body:
-                raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+        with trio.move_on_after(self.body_timeout) as reading:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self.max_body:
+                    raise ApiError(413, "body_too_large", f"request bodies are limited to {self.max_body} bytes")
+        if reading.cancelled_caught:
+            raise ApiError(408, "body_timeout", f"the request body did not arrive within {self.body_timeout:g} s")
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ApiError(400, "malformed_json", f"body is not JSON: {exc}") from exc
+            doc = loads(bytes(body))
+        except BadJson as exc:
+            raise ApiError(400, "malformed_json", str(exc)) from exc
         if not isinstance(doc, dict):
             raise ApiError(400, "malformed_json", "body must be a JSON object")
         return doc
@@ -223,15 +267,22 @@ class Api:
         ledger = self.node.settlement.ledger
         state = ledger.peek(account)
         lock = ledger.pending_lock(account)
-        pending = None
+        pending = lock_json = None
         if lock is not None:
             locked = Order.decode(lock.order)
             pending = {"seq": locked.seq, "payment_id": locked.id.hex()}
+            lock_json = {**pending, "order": lock.order.hex()}
+        evidence = self.node.equivocations.current(account)
+        equivocation = None
+        if evidence is not None:
+            equivocation = {"seq": evidence.seq, "payment_ids": [i.hex() for i in evidence.ids],
+                            "orders": [o.hex() for o in evidence.orders]}
         return JSONResponse({
             "address": encode_address(account), "peer_id": self.node.id.hex(),
             "balance": state.balance if state else 0, "next_seq": state.next_seq if state else 0,
             "credits": state.credits if state else 0, "history_length": state.history if state else 0,
-            "pending": pending, "decimals": self.node.genesis.decimals, "owners": self._owners_json(account),
+            "pending": pending, "lock": lock_json, "equivocation": equivocation,
+            "decimals": self.node.genesis.decimals, "owners": self._owners_json(account),
         })
 
     async def history(self, request: Request) -> Response:
@@ -263,6 +314,15 @@ class Api:
         return JSONResponse({"address": encode_address(account), "entries": entries, "next_before": next_before})
 
     # ---- audit (devnet check) ---------------------------------------------------------------------
+    def _audit_allowed(self, request: Request) -> None:
+        """The audit lists every owned account: only for holders of `api.audit_token`."""
+        if not self.audit_token:
+            raise ApiError(404, "audit_disabled", "the audit endpoints are off on this peer "
+                                                  "(api.audit_token enables them)")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.audit_token.encode()):
+            raise ApiError(403, "forbidden", "the audit endpoints need `Authorization: Bearer <api.audit_token>`")
+
     def _page(self, request: Request) -> tuple[bytes | None, int]:
         try:
             after = request.query_params.get("after")
@@ -276,16 +336,25 @@ class Api:
 
     async def audit_accounts(self, request: Request) -> Response:
         """Every account this peer holds as an owner, in key order, paged by `after`."""
+        self._audit_allowed(request)
         start, limit = self._page(request)
         accounts = self.node.settlement.ledger.accounts
         keys = sorted(a for a in accounts if start is None or a > start)[:limit]
         rows = [{"account": a.hex(), "balance": accounts[a].balance, "next_seq": accounts[a].next_seq,
-                 "credits": accounts[a].credits, "credit_digest": accounts[a].credit_digest.hex()} for a in keys]
+                 "credits": accounts[a].credits, "credit_digest": accounts[a].credit_digest.hex(),
+                 **self._lock_row(a)} for a in keys]
         return JSONResponse({"peer_id": self.node.id.hex(), "accounts": rows,
                              "next_after": keys[-1].hex() if len(keys) == limit else None})
 
+    def _lock_row(self, account: bytes) -> dict[str, Any]:
+        """The lock at the account's next seq (payment id) and whether this owner saw equivocation."""
+        lock = self.node.settlement.ledger.pending_lock(account)
+        return {"lock": Order.decode(lock.order).id.hex() if lock is not None else None,
+                "equivocation": self.node.equivocations.current(account) is not None}
+
     async def audit_certificates(self, request: Request) -> Response:
         """Every certificate this peer stores, with the sides it applied, paged by `after`."""
+        self._audit_allowed(request)
         start, limit = self._page(request)
         store = self.node.store
         ledger = self.node.settlement.ledger
@@ -354,31 +423,86 @@ class Api:
 
     async def payment(self, request: Request) -> Response:
         oid = self._payment_id(request.path_params["payment_id"])
+        sender = request.query_params.get("from")
+        sender_key = self._address(sender) if sender is not None else None
         current = self.node.current(oid)
         status, cert, tracked = self.node.settlement.payment(oid)
+        if cert is None and tracked is None and oid in self._found:
+            status, cert = CERTIFIED, self._found[oid]  # found by an earlier lookup
         order = cert.order if cert is not None else (tracked.order if tracked is not None else None)
         if current is not None:
             status = current.status
             cert = current.cert or cert
-        if order is None:
-            raise ApiError(404, "unknown_payment", "this peer has no record of that payment")
         applied = None
-        if tracked is not None and tracked.status in (CERTIFIED, SETTLED):
+        if order is None:
+            # No record here (a gateway that owns neither side forgets on restart): ask the peers
+            # that may hold it, so an answer never goes from `settled` back to `unknown`.
+            cert = await self._look_up(oid, sender_key)
+            order = cert.order
+            status = CERTIFIED
+        elif tracked is not None and tracked.status in (CERTIFIED, SETTLED):
             applied = {"debit": len(tracked.debit_acks), "credit": len(tracked.credit_acks)}
-        if status == CERTIFIED and cert is not None:
-            owners = tuple(set(self.node.settlement.ring.owners(order.sender))
-                           | set(self.node.settlement.ring.owners(order.recipient)))
-            answers = await self.node.applied_by(oid, owners, timeout=0.5)
-            ring = self.node.settlement.ring
-            debits = sum(1 for p, s in answers.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender))
-            credits = sum(1 for p, s in answers.items() if s & layout.APPLIED_CREDIT and p in ring.owners(order.recipient))
-            applied = {"debit": debits, "credit": credits}
-            if debits >= self.node.genesis.quorum and credits >= self.node.genesis.quorum:
-                status = SETTLED
+        if status == CERTIFIED and cert is not None and applied is None:
+            applied = await self._applied(order)
+        if status == CERTIFIED and applied is not None and min(applied.values()) >= self.node.genesis.quorum:
+            status = SETTLED
         body = self._payment_json(order, status, cert, current)
         if applied is not None:
             body["applied"] = applied
         return JSONResponse(body)
+
+    async def _applied(self, order: Order) -> dict[str, int]:
+        """How many owners of each side say they applied the payment (asked now)."""
+        ring = self.node.settlement.ring
+        owners = tuple(set(ring.owners(order.sender)) | set(ring.owners(order.recipient)))
+        answers = await self.node.applied_by(order.id, owners, timeout=0.5)
+        return {"debit": sum(1 for p, s in answers.items() if s & layout.APPLIED_DEBIT and p in ring.owners(order.sender)),
+                "credit": sum(1 for p, s in answers.items()
+                              if s & layout.APPLIED_CREDIT and p in ring.owners(order.recipient))}
+
+    async def _look_up(self, oid: bytes, sender: bytes | None) -> Certificate:
+        """The certificate of a payment this peer has no record of, from the peers that may hold
+        it; ApiError 404 if every peer asked says it knows nothing, 504 if some did not answer (or
+        too many are down), 503 if too many lookups run already."""
+        node = self.node
+        # The sender's owners hold the debit's certificate; without the sender, any committee member
+        # may own it. Only live ones are asked: a settled payment was applied by W of the sender's
+        # owners, so while fewer than W of the candidates are down, one that is up holds it.
+        candidates = node.settlement.ring.owners(sender) if sender is not None else node.genesis.committee
+        alive = set(node.membership.alive()) | {node.id}
+        peers = tuple(p for p in candidates if p in alive and p != node.id)
+        down = [p.hex() for p in candidates if p not in alive]
+        if self.lookups >= MAX_LOOKUPS:
+            raise ApiError(503, "overloaded", "too many payment lookups are running; retry shortly")
+        self.lookups += 1
+        try:
+            reports = await node.find_payment(oid, peers, self.lookup_timeout)
+        finally:
+            self.lookups -= 1
+        for report in reports.values():
+            if not report.cert:
+                continue
+            try:
+                cert = Certificate.decode(report.cert)
+                if cert.order.id != oid:
+                    continue
+                node.settlement.checker.check(cert)
+            except (DecodeError, CertificateError):
+                continue  # a peer served garbage: the other answers decide
+            self._found[oid] = cert
+            while len(self._found) > 10_000:
+                self._found.popitem(last=False)
+            return cert
+        named: dict[str, Any] = {"asked": [p.hex() for p in sorted(peers)]}
+        if sender is not None:
+            named["owners"] = self._owners_json(sender)
+        silent = [p.hex() for p in sorted(set(peers) - set(reports))]
+        if silent or len(down) >= node.genesis.quorum:
+            raise ApiError(504, "lookup_timeout", "this peer has no record of that payment and not enough of "
+                                                  "the peers that may hold it answered; ask again later",
+                           unanswered=silent, down=down, **named)
+        raise ApiError(404, "unknown_payment", "neither this peer nor the peers it asked know that payment",
+                       **named)
 
     def _payment_json(self, order: Order, status: str, cert: Certificate | None, event: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"payment_id": order.id.hex(), "status": status, "order": order_json(order)}

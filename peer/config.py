@@ -9,9 +9,16 @@ then the file, then the defaults. Relative paths in the file are relative to the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +27,7 @@ from pydantic_settings import (
 )
 
 from crypto.errors import MeshpayError
+from peer.hosts import check_host, is_loopback, is_wildcard
 
 
 class ConfigError(MeshpayError):
@@ -30,11 +38,17 @@ def parse_hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    check_host(host)
     return host, int(port)
 
 
+Host = Annotated[str, AfterValidator(check_host)]  # an IP address or a DNS host name
+
+
 class NetworkSettings(BaseModel):
-    listen_host: str = "127.0.0.1"
+    listen_host: Host = "127.0.0.1"
     listen_port: int = Field(7000, ge=0, le=65535)
     advertise_host: str = ""  # defaults to listen_host
     seeds: list[str] = Field(default_factory=list)
@@ -46,13 +60,62 @@ class NetworkSettings(BaseModel):
             parse_hostport(seed)
         return value
 
+    @field_validator("advertise_host")
+    @classmethod
+    def _advertise_host(cls, value: str) -> str:
+        if value and is_wildcard(check_host(value)):
+            raise ValueError(f"{value!r} is a wildcard; advertise an address other peers can dial")
+        return value
+
+    def advertised_host(self) -> str:
+        """The address put in this peer's signed record. A wildcard listen address cannot be dialled,
+        so it needs `advertise_host` (checked when the peer starts, not when the file is read: a
+        container image's file gets its advertise address from the environment at start)."""
+        if self.advertise_host:
+            return self.advertise_host
+        if is_wildcard(self.listen_host):
+            raise ConfigError(f"listen_host {self.listen_host!r} listens on every interface, so other peers "
+                              "cannot be told it: set network.advertise_host to the address they should dial")
+        return self.listen_host
+
 
 class ApiSettings(BaseModel):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Binding beyond loopback must be asked for: the API answers anyone who can reach it.
+    allow_public: bool = False
     max_body_bytes: int = Field(64 * 1024, ge=1024)
-    max_waiting: int = Field(4096, ge=1)  # requests waiting on a payment at once
+    max_waiting: int = Field(128, ge=1)  # requests waiting on a payment at once
     max_wait_seconds: float = Field(60.0, gt=0)
+    # Connection limits (docs/security.md): open connections, time to a request's complete headers
+    # (from connect or the previous response), to its complete body, and for each write.
+    max_connections: int = Field(256, ge=1)
+    idle_timeout: float = Field(15.0, gt=0)
+    body_timeout: float = Field(10.0, gt=0)
+    send_timeout: float = Field(15.0, gt=0)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)  # request line and headers still incomplete
+    # Seconds a status query waits for other peers when this peer does not know the payment.
+    lookup_timeout: float = Field(1.0, gt=0)
+    # Bearer token for /v1/audit/*; empty: the audit endpoints are off (404).
+    audit_token: str = ""
+
+    @field_validator("audit_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isascii() or not value.isprintable() or " " in value):
+            raise ValueError("an audit token is at least 16 printable ASCII characters without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _public_needs_consent(self) -> ApiSettings:
+        if not is_loopback(self.host) and not self.allow_public:
+            raise ValueError(f"host {self.host!r} makes the API reachable from other machines; set "
+                             "api.allow_public = true to do that deliberately")
+        return self
+
+    @property
+    def public(self) -> bool:
+        return not is_loopback(self.host)
 
 
 class LogSettings(BaseModel):
@@ -151,23 +214,41 @@ genesis = "{genesis}"
 {password_line}
 
 [network]
-# Peer-to-peer port (authenticated, encrypted TCP). 127.0.0.1 keeps the peer local.
+# Peer-to-peer port (authenticated, encrypted TCP). 127.0.0.1 keeps the peer local. An IP address
+# or a host name.
 listen_host = "{listen_host}"
 listen_port = {listen_port}
-# Address other peers should use to reach this one (defaults to listen_host).
+# Address other peers should use to reach this one (defaults to listen_host; required when
+# listen_host is a wildcard such as 0.0.0.0 or ::).
 advertise_host = "{advertise_host}"
 # One reachable seed is enough to join; more make joining robust.
 seeds = [{seeds}]
 
 [api]
-# HTTP JSON API for wallets and scripts (binds to 127.0.0.1 unless you change it).
+# HTTP JSON API for wallets and scripts. Any address other than loopback also needs
+# allow_public = true (the peer then warns at start-up that the API is reachable from outside).
 host = "127.0.0.1"
 port = {api_port}
+allow_public = false
 # Request bodies larger than this are refused with 413.
 max_body_bytes = 65536
-# Requests waiting on a payment at once; more are refused with 503 instead of queueing.
-max_waiting = 4096
+# Requests waiting on a payment at once; more are refused with 429 instead of queueing.
+max_waiting = 128
 max_wait_seconds = 60.0
+# Open connections at most. When all are taken, the oldest one that is idle or still sending its
+# request is closed for the newcomer; if every one is being answered, the newcomer gets 503.
+max_connections = 256
+# Seconds from connecting (or the previous response) to a request's complete headers.
+idle_timeout = 15.0
+# Seconds from a request's headers to its complete body (else 408), and for each write of a response.
+body_timeout = 10.0
+send_timeout = 15.0
+# A request line and headers still incomplete past this many bytes are refused (431).
+max_header_bytes = 16384
+# Seconds a query for a payment this peer does not know waits for the other peers' answers.
+lookup_timeout = 1.0
+# Bearer token that opens /v1/audit/* (at least 16 characters); empty keeps them off.
+{audit_line}
 
 [log]
 # debug | info | warning | error
@@ -199,13 +280,14 @@ shutdown_grace = 5.0
 def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str = "genesis.json",
            password_file: str | None = None, listen_host: str = "127.0.0.1", listen_port: int = 7000,
            advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000,
-           fsync: bool = True, sync_in_thread: bool = True) -> str:
+           fsync: bool = True, sync_in_thread: bool = True, audit_token: str = "") -> str:
     password_line = f'password_file = "{password_file}"' if password_file else '# password_file = "password.txt"'
+    audit_line = f'audit_token = "{audit_token}"' if audit_token else '# audit_token = ""'
     return TEMPLATE.format(
         data_dir=data_dir, key_file=key_file, genesis=genesis, password_line=password_line,
         listen_host=listen_host, listen_port=listen_port, advertise_host=advertise_host,
         seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port,
-        fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread),
+        fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread), audit_line=audit_line,
     )
 
 

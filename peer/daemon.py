@@ -13,13 +13,12 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import resource
 import signal
 from dataclasses import dataclass
 from typing import Any
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from crypto import keystore
 from crypto.address import short
@@ -32,8 +31,9 @@ from peer import genesis as genesis_file
 from peer import logs
 from peer.api import Api
 from peer.client_service import ClientService
-from peer.config import PeerSettings
+from peer.config import ConfigError, PeerSettings
 from peer.gateway import PENDING, GatewayConfig
+from peer.http_server import HttpLimits, HttpServer
 from peer.metrics import Metrics
 from peer.node import Node, NodeConfig
 from peer.sync import SyncConfig
@@ -61,6 +61,27 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
+
+
+MAX_OPEN_FILES = 65_536
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft open-files limit toward the hard one (at most `MAX_OPEN_FILES`).
+
+    Every API and peer connection is a descriptor; a soft limit of 1,024 (a common default) is
+    what a slow-body attack exhausted. The connection caps keep within the limit either way; a higher
+    limit gives them room. Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+    return soft
 
 
 class _Delegate:
@@ -94,7 +115,7 @@ def open_store(settings: PeerSettings, network_id: bytes) -> Store:
 def node_config(settings: PeerSettings, port: int, api_port: int) -> NodeConfig:
     t = settings.tuning
     return NodeConfig(
-        host=settings.network.advertise_host or settings.network.listen_host,
+        host=settings.network.advertised_host(),
         port=port,
         api_port=api_port,
         seeds=settings.seeds,
@@ -117,6 +138,10 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[dict] = trio.TASK_STATUS_IGNORED) -> int:
         s = self.settings
         try:
+            s.network.advertised_host()
+        except ConfigError as exc:
+            raise StartupError(str(exc), 2) from exc
+        try:
             key = keystore.load(s.key_file, self.password)
         except keystore.KeystoreError as exc:
             raise StartupError(f"cannot open the peer key {s.key_file}: {exc}", 3) from exc
@@ -125,6 +150,10 @@ class Daemon:
         except genesis_file.GenesisError as exc:
             raise StartupError(str(exc), 2) from exc
         logs.setup(short(key.public), s.log.level, s.log.format)
+        open_files = _raise_fd_limit()
+        if open_files < 2 * s.api.max_connections + 256:
+            log.warning("the open-files limit is %d: low for api.max_connections = %d plus peer connections and "
+                        "the database", open_files, s.api.max_connections)
         try:
             store = open_store(s, genesis.network_id)
         except MeshpayError as exc:
@@ -147,12 +176,9 @@ class Daemon:
         transport = TcpTransport(key, genesis.network_id, host=s.network.listen_host, port=s.network.listen_port,
                                  limits=TransportLimits(), client_handler=client_handler)
         delegate = _Delegate()
-        hconfig = HypercornConfig()
-        hconfig.bind = [f"{s.api.host}:{s.api.port}"]
-        hconfig.accesslog = None
-        hconfig.errorlog = logging.getLogger("meshpay.http")
-        hconfig.graceful_timeout = 1.0
-        hconfig.keep_alive_timeout = 30.0
+        http = HttpServer(delegate, HttpLimits(max_connections=s.api.max_connections, idle_timeout=s.api.idle_timeout,
+                                               send_timeout=s.api.send_timeout,
+                                               max_header_bytes=s.api.max_header_bytes), graceful_timeout=1.0)
         api_stop = trio.Event()
         async with trio.open_nursery() as nursery:
             try:
@@ -160,16 +186,18 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(self._bind_error("peer", s.network.listen_host, s.network.listen_port, exc), 5) from exc
             try:
-                binds = await nursery.start(lambda task_status: hypercorn.trio.serve(
-                    delegate, hconfig, shutdown_trigger=api_stop.wait, task_status=task_status))
+                api_port = await nursery.start(http.serve, s.api.host, s.api.port, api_stop)
             except OSError as exc:
                 raise StartupError(self._bind_error("API", s.api.host, s.api.port, exc), 5) from exc
-            api_port = int(binds[0].rsplit(":", 1)[1])
+            if s.api.public:
+                log.warning("the HTTP API listens on %s:%d, reachable from other machines (api.allow_public); "
+                            "it answers anyone who can connect", s.api.host, api_port)
             node = Node(key, genesis, store, transport, node_config(s, port, api_port))
-            metrics = Metrics(node, transport)
+            metrics = Metrics(node, transport, http)
             node.runtime.subscribe(metrics.on_event)
             api = Api(node, metrics=metrics, max_body=s.api.max_body_bytes, max_waiting=s.api.max_waiting,
-                      max_wait=s.api.max_wait_seconds, peer_port=port)
+                      max_wait=s.api.max_wait_seconds, peer_port=port, body_timeout=s.api.body_timeout,
+                      audit_token=s.api.audit_token, lookup_timeout=s.api.lookup_timeout)
             service = ClientService(node)
             clients.append(service)
             await nursery.start(node.run)

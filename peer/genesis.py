@@ -129,11 +129,23 @@ def from_json(doc: Any) -> Genesis:
 def load(path: Path | str) -> Genesis:
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise GenesisError(f"genesis file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except OSError as exc:
         raise GenesisError(f"cannot read genesis {path}: {exc}") from exc
+    try:
+        return parse(data)
+    except GenesisError as exc:
+        raise GenesisError(f"genesis {path}: {exc}") from exc
+
+
+def parse(data: bytes) -> Genesis:
+    """A genesis from its JSON file's bytes; `GenesisError` for anything else."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also Python's int-digit limit
+        raise GenesisError(f"not JSON: {str(exc)[:200]}") from exc
     return from_json(doc)
 
 

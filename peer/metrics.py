@@ -7,6 +7,7 @@ by state, transport bytes) are read from the live objects at scrape time, so the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -17,14 +18,18 @@ from gossip.wire import STATE_NAMES
 from peer.gateway import CERTIFIED, FAILED, SETTLED, PaymentEvent
 from peer.node import Node
 
+if TYPE_CHECKING:
+    from peer.http_server import HttpServer
+
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Live(Collector):
-    def __init__(self, node: Node, transport: TcpTransport | None) -> None:
+    def __init__(self, node: Node, transport: TcpTransport | None, http: HttpServer | None = None) -> None:
         self.node = node
         self.transport = transport
+        self.http = http
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         node = self.node
@@ -53,6 +58,26 @@ class _Live(Collector):
         accounts = GaugeMetricFamily("meshpay_owned_accounts", "Accounts this peer holds as an owner")
         accounts.add_metric([], len(node.settlement.ledger.accounts))
         yield accounts
+        book = node.equivocations
+        stuck = GaugeMetricFamily("meshpay_accounts_equivocating",
+                                  "Owned accounts at a sequence number for which this owner holds two "
+                                  "sender-signed orders (frozen unless one of them can still reach the quorum)")
+        stuck.add_metric([], book.equivocating())
+        yield stuck
+        evidence = CounterMetricFamily("meshpay_equivocation_evidence", "Equivocation evidence recorded, and "
+                                       "conflicting orders whose signature did not verify", labels=["what"])
+        evidence.add_metric(["evidence"], book.counters["evidence"])
+        evidence.add_metric(["forged"], book.counters["forged"])
+        yield evidence
+        if self.http is not None:
+            open_now = GaugeMetricFamily("meshpay_http_connections_open", "Open HTTP API connections")
+            open_now.add_metric([], len(self.http.conns))
+            yield open_now
+            events = CounterMetricFamily("meshpay_http_connections", "HTTP API connections by what became of "
+                                         "them at accept time", labels=["event"])
+            for name, value in self.http.counters.items():
+                events.add_metric([name], value)
+            yield events
         if self.transport is not None:
             t = self.transport.stats
             traffic = CounterMetricFamily("meshpay_transport_bytes", "Bytes on the peer port", labels=["direction"])
@@ -70,7 +95,7 @@ class _Live(Collector):
 
 
 class Metrics:
-    def __init__(self, node: Node, transport: TcpTransport | None = None) -> None:
+    def __init__(self, node: Node, transport: TcpTransport | None = None, http: HttpServer | None = None) -> None:
         self.registry = CollectorRegistry()
         self.payments = Counter("meshpay_payments", "Payments finished at this gateway, by outcome",
                                 ["outcome"], registry=self.registry)
@@ -79,7 +104,7 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.http = Counter("meshpay_http_requests", "HTTP API requests by route and status code",
                             ["route", "code"], registry=self.registry)
-        self.registry.register(_Live(node, transport))
+        self.registry.register(_Live(node, transport, http))
         self.node = node
 
     def on_event(self, event: object) -> None:

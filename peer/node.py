@@ -20,8 +20,11 @@ from gossip.broadcast import Broadcast, BroadcastConfig
 from gossip.links import Links
 from gossip.membership import Membership, MembershipConfig
 from gossip.runtime import Runtime
+from peer.equivocation import EquivocationBook
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayConfig, Payment, PaymentEvent
 from peer.genesis import Genesis
+from peer.lookup import MESSAGE_TYPES as LOOKUP_TYPES
+from peer.lookup import Lookup, PaymentReported
 from peer.settlement import MESSAGE_TYPES, Settlement, StatusAnswer
 from peer.sync import SyncConfig
 from store.db import Store
@@ -81,6 +84,11 @@ class Node:
         self.runtime.add_service(self.settlement, MESSAGE_TYPES)
         self.runtime.subscribe(self.settlement.on_event)
         self.runtime.subscribe(self._on_event)
+        self.lookup = Lookup(self.settlement.ledger)
+        self.runtime.add_service(self.lookup, LOOKUP_TYPES)
+        self.equivocations = EquivocationBook(self.settlement.ledger)
+        self.runtime.subscribe(self.equivocations.on_event)
+        self._reports: dict[bytes, tuple[dict[bytes, PaymentReported], set[bytes], trio.Event]] = {}
         self._latest: dict[bytes, PaymentEvent] = {}
         # order id -> callbacks; a callback returning True is done and removed
         self._watchers: dict[bytes, list[Callable[[PaymentEvent], bool]]] = defaultdict(list)
@@ -160,6 +168,12 @@ class Node:
             answers = self._status_answers.get(event.order_id)
             if answers is not None:
                 answers[event.src] = event.sides
+        elif kind is PaymentReported:
+            waiting = self._reports.get(event.order_id)
+            if waiting is not None and event.src in waiting[1]:
+                waiting[0][event.src] = event
+                if len(waiting[0]) == len(waiting[1]):
+                    waiting[2].set()
 
     async def applied_by(self, order_id: bytes, owners: tuple[bytes, ...], timeout: float) -> dict[bytes, int]:
         """Ask owners which sides of a payment they applied (for `settled` away from the gateway)."""
@@ -173,6 +187,29 @@ class Node:
                     await trio.sleep(0.01)
         finally:
             self._status_answers.pop(order_id, None)
+        return answers
+
+    async def find_payment(self, order_id: bytes, peers: tuple[bytes, ...], timeout: float) -> dict[bytes, PaymentReported]:
+        """Ask `peers` what they know of a payment this peer has no record of (peer/lookup.py);
+        the answers that came within `timeout`, by peer. One lookup per payment id at a time."""
+        asked = {p for p in peers if p != self.id}
+        running = self._reports.get(order_id)
+        if running is not None:  # another client asks the same: share that lookup
+            with trio.move_on_after(timeout):
+                await running[2].wait()
+            return dict(running[0])
+        if not asked:
+            return {}
+        answers: dict[bytes, PaymentReported] = {}
+        done = trio.Event()
+        self._reports[order_id] = (answers, asked, done)
+        try:
+            self.lookup.ask(order_id, tuple(asked))
+            self.runtime.perform(self.lookup.out.drain())
+            with trio.move_on_after(timeout):
+                await done.wait()
+        finally:
+            self._reports.pop(order_id, None)
         return answers
 
     def certificate(self, order_id: bytes) -> Certificate | None:

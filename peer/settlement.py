@@ -20,6 +20,7 @@ from gossip.broadcast import Delivered, Verdict
 from gossip.effects import Notify, Outbox, Penalize, Persist, Seen, Send
 from peer.certify import CertificateChecker, CertificateError
 from peer.committee import Committee
+from peer.equivocation import ConflictSeen
 from peer.gateway import Gateway, GatewayConfig, Payment
 from peer.genesis import Genesis
 from peer.ledger import Ledger
@@ -183,6 +184,8 @@ class Settlement:
         self.counters["refusals"] += 1
         if decision.refuse is Refuse.BAD_SIGNATURE:
             self.out.add(Penalize(src, 2, "relayed an order with a bad signature"))
+        elif decision.refuse is Refuse.CONFLICT:
+            self.out.add(Notify(ConflictSeen(order, decision.evidence)))  # possible equivocation
         self.out.send(src, Refusal(order.id, int(decision.refuse), decision.detail[:200], decision.evidence))
 
     # ---- certificates ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from devnet import processes
+from devnet.audit import configured_tokens
 from devnet.layout import Devnet
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,10 @@ def pids_of(root: Path) -> list[int]:
 
 def stored_certificates(net: Devnet) -> set[str]:
     ids: set[str] = set()
+    tokens = configured_tokens(net)  # the audit endpoints need each peer's token
     with httpx.Client(timeout=10) as client:
         for peer in net.peers:
+            client.headers["Authorization"] = f"Bearer {tokens[peer.name]}"
             after = None
             while True:
                 params = {"limit": "5000", **({"after": after} if after else {})}
