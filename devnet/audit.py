@@ -64,11 +64,12 @@ def _pages(client: httpx.Client, url: str, key: str) -> list[dict]:
     raise RuntimeError("audit paging did not end")
 
 
-def snapshot(peers: list[PeerEntry], timeout: float = 10.0) -> Snapshot:
+def snapshot(peers: list[PeerEntry], timeout: float = 10.0, token: str | None = None) -> Snapshot:
     accounts: dict[str, dict[str, tuple]] = {}
     certs: dict[str, dict[str, dict]] = {}
     busy = False
-    with httpx.Client(timeout=timeout) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    with httpx.Client(timeout=timeout, headers=headers) as client:
         for peer in peers:
             status = client.get(f"{peer.api}/v1/status").json()
             q = status["queues"]
@@ -82,7 +83,7 @@ def snapshot(peers: list[PeerEntry], timeout: float = 10.0) -> Snapshot:
     return Snapshot(accounts, certs, busy)
 
 
-def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
+def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = None) -> AuditReport:
     """Check the invariants; while they do not hold yet, keep looking until `quiet_timeout`.
 
     Right after load, owners can still be catching up (re-deliveries, anti-entropy), so a snapshot
@@ -95,7 +96,7 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
     down = [p.name for p in devnet.peers if p not in running]
     deadline = time.monotonic() + quiet_timeout
     while True:
-        snap = snapshot(running)
+        snap = snapshot(running, token=token)
         violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
         quiet = not snap.busy
         if (quiet and not violations) or time.monotonic() >= deadline:
