@@ -11,9 +11,12 @@ line. Exit statuses are the table shared by every meshpay command (peer/cli_exit
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from devnet.commands import common, faucet, info, lifecycle, measure
+from devnet.layout import PRIVATE_UMASK
 from peer.cli_exit import install_version
 from peer.cli_exit import run as run_cli
 
@@ -27,4 +30,5 @@ measure.register(app)  # bench, check
 
 
 def main() -> None:
+    os.umask(PRIVATE_UMASK)  # whatever a devnet command creates (the faucet's state...) is private
     run_cli(app, "devnet", common.err)

@@ -173,13 +173,32 @@ def running(devnet: Devnet) -> dict[str, int]:
 
 
 def holders(devnet: Devnet) -> list[tuple[int, str]]:
-    """Processes using the devnet's files: its peers, and anything holding a lock on a file in it."""
-    found: dict[int, str] = dict((pid, command_line(pid)) for pid in running(devnet).values())
-    for path in devnet.root.rglob("LOCK"):
-        for pid in _lock_holders(path):
-            if pid != os.getpid() and _alive(pid):
-                found.setdefault(pid, command_line(pid))
-    return sorted(found.items())
+    """Processes using the devnet's files: its peers, anything with a file in it open, and anything
+    holding a lock on one of its files."""
+    found: dict[int, str] = {pid: command_line(pid) for pid in running(devnet).values()}
+    if not PROC.is_dir():
+        return sorted(found.items())
+    root = str(devnet.root) + os.sep
+    inside = set()
+    for path in [devnet.root, *devnet.root.rglob("*")]:
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            inside.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+    with contextlib.suppress(OSError):
+        for line in (PROC / "locks").read_text().splitlines():
+            fields = [f for f in line.split() if f != "->"]
+            if len(fields) >= 6 and fields[5] in inside and fields[4].isdigit():
+                found.setdefault(int(fields[4]), "")
+    for pid in _all_pids():
+        if pid in found or pid == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (PROC / str(pid) / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith(root):
+                        found[pid] = ""
+                        break
+    return sorted((pid, cmd or command_line(pid)) for pid, cmd in found.items() if pid != os.getpid() and _alive(pid))
 
 
 def listener(port: int) -> tuple[int, str] | None:

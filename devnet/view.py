@@ -132,8 +132,9 @@ class LiveView:
         self.live = processes.running(self.devnet)
         samples = {p.name: _sample(self.client, p.api) if p.name in self.live else PeerSample(None, 0, {})
                    for p in self.devnet.peers}
-        hint = "Ctrl-C stops the devnet" if self.stops_devnet else "Ctrl-C leaves the devnet running"
-        table = Table(title=f"meshpay {self.devnet.name} in {self.devnet.root}  ({hint})", expand=False)
+        hint = ("Ctrl-C stops the devnet" if self.stops_devnet else
+                "Ctrl-C leaves the devnet running (`devnet down` stops it)")
+        table = Table(title=f"meshpay {self.devnet.name} in {self.devnet.root}", expand=False)
         for column in ("peer", "pid", "process", "alive", "suspect", "dead", "left", "ring share", "in flight",
                        "settled"):
             table.add_column(column, justify="right" if column not in ("peer", "process") else "left")
@@ -154,7 +155,7 @@ class LiveView:
         self._last = samples
         count, p50, p99 = self.window.latency()
         lines = [Text(f"payments settled/s {self.window.rate(now):7.1f}    latency to certified over the last "
-                      f"{LATENCY_SPAN:.0f} s ({count} payments): p50 {_ms(p50)}  p99 {_ms(p99)}")]
+                      f"{LATENCY_SPAN:.0f} s ({count} payments): p50 {_ms(p50)}  p99 {_ms(p99)}"), Text(hint, style="bold")]
         for event in self.devnet.events(self.started)[-3:]:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.get("t", 0)))
             lines.append(Text(f"{stamp} {event.get('text', '')} (`devnet {event.get('action')}`, pid {event.get('pid')})",

@@ -14,23 +14,24 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
-import trio
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from crypto import keystore
-from crypto.errors import KeystoreError, WrongPassword
+from crypto.errors import KeystoreError, MeshpayError, WrongPassword
 from crypto.keys import SigningKey
 from peer import config as peer_config
 from peer import genesis as genesis_file
 from peer.cli_exit import CliFailure, Exit, error_console, install_version
 from peer.cli_exit import run as run_cli
 from peer.config import ConfigError
-from peer.daemon import Daemon, StartupError
+
+if TYPE_CHECKING:
+    from peer.daemon import StartupError
 
 EXIT_USAGE, EXIT_PASSWORD, EXIT_DB, EXIT_PORT, EXIT_UNREACHABLE = (
     Exit.USAGE, Exit.PASSWORD, Exit.DATABASE, Exit.PORT, Exit.UNREACHABLE)
@@ -166,12 +167,30 @@ def run(
     _make_private(settings.data_dir)
     _warn_without_seeds(settings)
     password = read_password(password_file or settings.password_file)
+    import trio
+
+    from peer.daemon import Daemon  # the whole peer: only `run` needs it (status, init stay light)
+
     try:
         code = trio.run(Daemon(settings, password).run)
-    except StartupError as exc:
-        status = EXIT_PASSWORD if isinstance(exc.__cause__, WrongPassword) else _STARTUP_EXIT.get(exc.exit_code, exc.exit_code)
-        raise Fail(str(exc), status) from exc
+    except (MeshpayError, BaseExceptionGroup) as exc:  # StartupError, maybe inside a group
+        failure = _startup_failure(exc)
+        if failure is None:
+            raise
+        status = EXIT_PASSWORD if isinstance(failure.__cause__, WrongPassword) else \
+            _STARTUP_EXIT.get(failure.exit_code, failure.exit_code)
+        raise Fail(str(failure), status) from exc
     raise typer.Exit(code)
+
+
+def _startup_failure(exc: BaseException) -> StartupError | None:
+    """The StartupError behind `exc`, also when trio's nursery wrapped it in an exception group
+    (a port taken is found inside the daemon's nursery), provided nothing else went wrong."""
+    from peer.daemon import StartupError
+
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, StartupError) else None
 
 
 def _make_private(data_dir: Path) -> None:

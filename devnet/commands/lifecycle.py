@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -68,9 +69,9 @@ def start_all(devnet: Devnet, *, fixed_ports: bool, timeout: float = 40.0) -> li
                 processes.start_peer(devnet, entry)
                 started.append(entry)
         processes.wait_converged(devnet, timeout=timeout)
-    except (DevnetError, Fail) as exc:
+    except (DevnetError, Fail, KeyboardInterrupt) as exc:  # Ctrl-C while starting too
         processes.stop_peers(devnet, started, timeout=5)
-        if isinstance(exc, Fail):
+        if not isinstance(exc, DevnetError):
             raise
         raise Fail(f"{exc}\nnothing is left running; logs are in {devnet.root / 'peers'}", Exit.START) from exc
     return [e.name for e in started]
@@ -91,27 +92,35 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def watch_until_interrupted(devnet: Devnet, *, stops_devnet: bool) -> None:
-    """The live view until Ctrl-C (or SIGTERM/SIGHUP, e.g. the terminal closing); then stop the
-    devnet only if this process still owns it."""
-    view = LiveView(devnet, stops_devnet=stops_devnet)
+def watch_until_interrupted(devnet: Devnet, *, stops_devnet: bool, preface: Callable[[], None] = lambda: None) -> None:
+    """`preface()` (the summary), then the live view until Ctrl-C (or SIGTERM/SIGHUP, e.g. the
+    terminal closing); then stop the devnet only if this process still owns it. An interrupt at any
+    point, even during the summary, ends the same way."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
+    view: LiveView | None = None
+    # No redirection of stdout/stderr and no refresh thread: an interrupt must never leave output
+    # parked in rich's proxies (it would be lost at exit).
+    live = Live(console=out, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
     try:
-        with Live(view.render(), console=out, refresh_per_second=2) as live:
-            while True:
-                time.sleep(1.0)
-                live.update(view.render())
-                stopper = view.stopped_by()
-                if stopper is not None:
-                    live.stop()
-                    err.print(f"the devnet was stopped by `devnet {stopper.get('action')}` (pid {stopper.get('pid')}); "
-                              "leaving the view")
-                    return
+        preface()
+        view = LiveView(devnet, stops_devnet=stops_devnet)
+        live.start()
+        while True:
+            live.update(view.render(), refresh=True)
+            stopper = view.stopped_by()
+            if stopper is not None:
+                live.stop()
+                err.print(f"the devnet was stopped by `devnet {stopper.get('action')}` (pid {stopper.get('pid')}); "
+                          "leaving the view")
+                return
+            time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
-        view.close()
+        live.stop()
+        if view is not None:
+            view.close()
     if not stops_devnet:
         err.print(f"detached; the devnet keeps running (stop it with `devnet down --dir {devnet.root}`)")
         return
@@ -184,15 +193,19 @@ def up(
                   + ("" if detach else "; this view's Ctrl-C leaves it running"), markup=False)
     elif not started and not json_out:
         err.print("every peer is running", markup=False)
-    doc = summary(devnet)
-    doc["already_running"] = already
-    doc["started"] = started
-    if json_out:
-        emit(doc)
+    def preface() -> None:
+        doc = summary(devnet)
+        doc["already_running"] = already
+        doc["started"] = started
+        if json_out:
+            emit(doc)
+        else:
+            print_summary(doc)
+
+    if detach:
+        preface()
     else:
-        print_summary(doc)
-    if not detach:
-        watch_until_interrupted(devnet, stops_devnet=owner)
+        watch_until_interrupted(devnet, stops_devnet=owner, preface=preface)
 
 
 def _create(root: Path, peers: int | None, wallets: int | None, replication: int | None, quorum: int | None,

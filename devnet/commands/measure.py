@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
-import trio
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from devnet.audit import audit
-from devnet.bench import Bench, BenchConfig
 from devnet.commands.common import (
     DirOption,
     Fail,
@@ -25,7 +23,6 @@ from devnet.commands.common import (
     load,
     out,
 )
-from gossip.links import ConnectError
 from peer.cli_exit import Exit
 
 
@@ -57,6 +54,12 @@ def bench(
         payments = 2000
     if via not in ("binary", "http"):
         raise Fail("--via must be binary or http", Exit.USAGE)
+    # Imported here: the load generator (trio, the binary client) is heavy for every other command.
+    import trio
+
+    from devnet.bench import Bench, BenchConfig
+    from gossip.links import ConnectError
+
     devnet = load(root)
     first_running(devnet)
     config = BenchConfig(accounts=accounts, payments=payments, duration=duration, rate=rate, concurrency=concurrency,
