@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,3 +58,15 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Signal a process we started and wait for it; SIGKILL if it outlives `timeout`. Its status."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

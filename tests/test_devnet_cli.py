@@ -28,7 +28,7 @@ from devnet.commands import info
 from devnet.layout import DEMO_BALANCE, Devnet, free_ports
 from devnet.view import LiveView
 from peer.genesis import load as load_genesis
-from tests.devnet_support import REPO, devnet, env, pids_of, run, wait_for
+from tests.devnet_support import REPO, devnet, env, pids_of, run, stop_process, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -201,14 +201,8 @@ def test_a_peer_joins_with_peer_init_a_seed_and_the_genesis(net: tuple[Path, dic
         twice = run("peer", "run", "--config", home / "peer.toml", timeout=60)
         assert twice.returncode == 17, twice.stderr
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0
+        status = stop_process(proc)
+    assert status == 0
     text = log.read_text()
     assert "no seeds" not in text and not text.lstrip().startswith("{")
     assert stat.S_IMODE(home.stat().st_mode) == 0o700

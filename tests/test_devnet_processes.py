@@ -20,7 +20,7 @@ import pytest
 
 from devnet import layout, processes
 from devnet.layout import Devnet, ephemeral_range, free_ports
-from tests.devnet_support import REPO, devnet, env, pids_of, wait_for
+from tests.devnet_support import REPO, devnet, env, pids_of, stop_process, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +43,7 @@ def _foreground(root: Path, *args: str, log: Path) -> subprocess.Popen[str]:
 
 
 def _interrupt(proc: subprocess.Popen[str], log: Path) -> str:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, signal.SIGINT, timeout=60)
     return log.read_text()
 
 
@@ -73,9 +67,7 @@ def test_ctrl_c_of_the_foreground_up_stops_a_peer_restarted_elsewhere(tmp_path: 
         assert "nothing was running" in down.stdout
         assert any(e["action"] == "down" for e in Devnet.load(root).events())
     finally:
-        if fg.poll() is None:
-            fg.kill()
-            fg.wait()
+        stop_process(fg, signal.SIGKILL)
         devnet("down", "--dir", root, "--wipe")
     assert pids_of(root) == []
 
@@ -101,9 +93,8 @@ def test_a_second_up_only_watches_and_down_says_what_it_stopped(tmp_path: Path) 
         again = devnet("down", "--dir", root, check=True)
         assert again.stdout.strip() == "nothing was running"
     finally:
-        if second is not None and second.poll() is None:
-            second.kill()
-            second.wait()
+        if second is not None:
+            stop_process(second, signal.SIGKILL)
         devnet("down", "--dir", root, "--wipe")
     assert pids_of(root) == []
 
@@ -132,14 +123,12 @@ def test_a_stale_record_hides_no_peer_and_wipe_waits_for_every_holder(tmp_path: 
         assert refused.returncode == 20, refused.stderr
         assert f"still in use by pid {holder.pid}" in refused.stderr
         assert root.is_dir() and pids_of(root) == []  # the peer was stopped all the same
-        holder.kill()
-        holder.wait()
+        stop_process(holder, signal.SIGKILL)
         wiped = devnet("down", "--dir", root, "--wipe", check=True)
         assert "nothing was running" in wiped.stdout and not root.exists()
     finally:
-        if holder is not None and holder.poll() is None:
-            holder.kill()
-            holder.wait()
+        if holder is not None:
+            stop_process(holder, signal.SIGKILL)
         devnet("down", "--dir", root, "--wipe")
     assert pids_of(root) == []
 
@@ -156,9 +145,7 @@ def test_live_pid_falls_back_to_the_command_line(tmp_path: Path) -> None:
         assert fake.wait(timeout=10) is not None
         assert processes.live_pid(Devnet.load(net.root), entry) is None
     finally:
-        if fake.poll() is None:
-            fake.kill()
-            fake.wait()
+        stop_process(fake, signal.SIGKILL)
 
 
 def test_ports_are_free_and_outside_the_ephemeral_range(tmp_path: Path) -> None:

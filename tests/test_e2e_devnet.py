@@ -22,33 +22,11 @@ import pytest
 
 from devnet import processes
 from devnet.layout import Devnet
+from tests.devnet_support import devnet, pids_of
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def devnet(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "devnet", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
-    if check:
-        assert proc.returncode == 0, f"devnet {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def pids_of(root: Path) -> list[int]:
-    """Processes whose command line mentions this devnet (there must be none after `down`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(root) in cmd and "peer" in cmd and "run" in cmd:
-            found.append(int(entry.name))
-    return found
 
 
 def stored_certificates(net: Devnet) -> set[str]:

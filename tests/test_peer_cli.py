@@ -16,7 +16,7 @@ import pytest
 from devnet import layout
 from peer import config as peer_config
 from peer.genesis import load as load_genesis
-from tests.devnet_support import REPO, env, run, wait_for
+from tests.devnet_support import REPO, env, run, stop_process, wait_for
 
 
 def _private(root: Path) -> list[str]:
@@ -72,14 +72,8 @@ def test_a_peer_without_seeds_warns_logs_text_and_keeps_its_files_private(tmp_pa
     try:
         wait_for(lambda: "peer ready" in log.read_text(), 60, "the peer to start")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0
+        status = stop_process(proc)
+    assert status == 0
     lines = log.read_text().splitlines()
     assert lines[0].startswith("warning: no seeds") and "starts alone" in lines[0]
     assert not any(line.startswith("{") for line in lines) and any(" info " in line for line in lines)

@@ -38,22 +38,26 @@ def balance(devnet: Devnet, address: str) -> int | None:
     """An account's balance from one of its owners (a summary needs no cross-check)."""
     with httpx.Client(timeout=2.0) as client:
         for entry in devnet.peers:
-            try:
-                r = client.get(f"{entry.api}/v1/accounts/{address}")
-            except httpx.HTTPError:
-                continue
-            if r.status_code == 200:
-                return r.json()["balance"]
-            if r.status_code == 421:
-                for owner in r.json()["error"]["owners"]:
-                    if owner["api"]:
-                        try:
-                            r2 = client.get(f"{owner['api']}/v1/accounts/{address}")
-                        except httpx.HTTPError:
-                            continue
-                        if r2.status_code == 200:
-                            return r2.json()["balance"]
+            found, owners = _ask(client, entry.api, address)
+            for api in owners:
+                if found is None:
+                    found, _ = _ask(client, api, address)
+            if found is not None:
+                return found
     return None
+
+
+def _ask(client: httpx.Client, api: str, address: str) -> tuple[int | None, list[str]]:
+    """The balance `api` holds, or the APIs of the owners it names (421 not_owner)."""
+    try:
+        r = client.get(f"{api}/v1/accounts/{address}")
+    except httpx.HTTPError:
+        return None, []
+    if r.status_code == 200:
+        return r.json()["balance"], []
+    if r.status_code == 421:
+        return None, [o["api"] for o in r.json()["error"]["owners"] if o["api"]]
+    return None, []
 
 
 def env_vars(devnet: Devnet, peer: PeerEntry | None = None) -> dict[str, str]:

@@ -191,8 +191,6 @@ def up(
         err.print(f"the devnet in {root} is already running: {_pids(already)}"
                   + (f"; started the stopped ones: {', '.join(started)}" if started else "")
                   + ("" if detach else "; this view's Ctrl-C leaves it running"), markup=False)
-    elif not started and not json_out:
-        err.print("every peer is running", markup=False)
     def preface() -> None:
         doc = summary(devnet)
         doc["already_running"] = already
