@@ -119,6 +119,8 @@ def watch_until_interrupted(devnet: Devnet, *, stops_devnet: bool, preface: Call
         pass
     finally:
         live.stop()
+        if not out.is_terminal:
+            out.print()  # end the last view's line before what follows (a terminal's Live does it)
         if view is not None:
             view.close()
     if not stops_devnet:
