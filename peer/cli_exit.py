@@ -61,8 +61,15 @@ class CliFailure(Exception):
     def __init__(self, message: str, code: int, kind: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.code = int(code)
-        self.kind = kind or KINDS.get(Exit(code) if code in Exit._value2member_map_ else Exit.UNEXPECTED, "error")
+        self.kind = kind or _kind(self.code)
         self.extra = extra
+
+
+def _kind(code: int) -> str:
+    try:
+        return KINDS.get(Exit(code), "error")
+    except ValueError:  # a status outside the table (the daemon's own, say)
+        return "error"
 
 
 def error_console() -> Console:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -160,8 +161,22 @@ def test_ports_are_free_and_outside_the_ephemeral_range(tmp_path: Path) -> None:
 
 def test_a_port_base_in_the_ephemeral_range_is_warned_about(tmp_path: Path) -> None:
     low, high = ephemeral_range()
-    # Unsafe parameters: refused after the warning, before anything starts.
-    proc = devnet("up", "--dir", tmp_path / "net", "--port-base", str(low + 10), "--peers", "5",
-                  "--replication", "6", "--quorum", "4", "--detach")
-    assert proc.returncode == 2, proc.stderr
+    # A listener of ours on the first port: refused (and nothing started), after the warning.
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for base in range(low + 10, low + 2000):
+            try:
+                taken.bind(("127.0.0.1", base))
+                break
+            except OSError:
+                continue
+        taken.listen()
+        proc = devnet("up", "--dir", tmp_path / "net", "--port-base", str(base), "--peers", "1", "--replication",
+                      "1", "--quorum", "1", "--wallets", "0", "--detach")
+    assert proc.returncode == 13, proc.stderr
     assert f"overlap the kernel's ephemeral range {low}-{high}" in proc.stderr
+    assert pids_of(tmp_path / "net") == []
+    # Bad parameters are refused before any port is looked at.
+    proc = devnet("up", "--dir", tmp_path / "bad", "--port-base", "1", "--peers", "5", "--replication", "6",
+                  "--quorum", "4", "--detach")
+    assert proc.returncode == 2 and "exceeds the committee" in proc.stderr, proc.stderr

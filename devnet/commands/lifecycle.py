@@ -38,6 +38,7 @@ from devnet.commands.info import print_summary, summary
 from devnet.layout import Devnet, DevnetError, ephemeral_range
 from devnet.view import LiveView
 from peer.cli_exit import Exit
+from peer.genesis import GenesisError, check_parameters
 
 DEFAULTS = {"peers": 5, "wallets": 10, "replication": 4, "quorum": 3}
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT, "STOP": signal.SIGSTOP,
@@ -213,6 +214,10 @@ def _create(root: Path, peers: int | None, wallets: int | None, replication: int
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise Fail(f"{root} is not empty and holds no devnet; choose another --dir", Exit.NO_DEVNET)
     n = peers or DEFAULTS["peers"]
+    try:  # cheapest first: bad parameters are refused before any port is looked at
+        check_parameters(n, replication or DEFAULTS["replication"], quorum or DEFAULTS["quorum"])
+    except GenesisError as exc:
+        raise Fail(str(exc), Exit.USAGE) from exc
     ports = None
     if port_base is not None:
         ports = list(range(port_base, port_base + 2 * n))
