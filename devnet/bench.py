@@ -1,6 +1,7 @@
 """`devnet bench`: load over many accounts, through the binary client protocol on the peer ports.
 
-Phases: (1) make fresh bench accounts and fund them from the demo wallets (not timed); (2) pre-sign
+Phases: (1) make fresh bench accounts and fund them from the devnet's bench accounts (made for
+this in the genesis: the demo wallets are never spent; not timed); (2) pre-sign
 each account's orders (signing is the wallet's work, not the network's: not timed); (3) run the load:
 each account sends its orders in sequence (the next only after the previous is certified, as a
 wallet must), spread over all gateways, at a fixed offered `rate` or with `concurrency` accounts
@@ -273,6 +274,7 @@ class Bench:
         self.progress = progress or (lambda phase, done, total: None)
         self.gateways: list[Gateway | HttpGateway] = []
         self.resubmits = 0
+        self.funded_from = "bench accounts"
 
     # ---- connections ----------------------------------------------------------------------------
     async def _connect(self, nursery: trio.Nursery) -> None:
@@ -316,9 +318,13 @@ class Bench:
     # ---- phases ----------------------------------------------------------------------------------
     async def _fund(self, accounts: list[SigningKey], amount: int) -> None:
         password = self.devnet.password()
-        funders = [keystore.load(w.key_file, password) for w in self.devnet.wallets]
+        # The devnet's own bench accounts; only a devnet made before they existed lends its demo
+        # wallets (and the report says so).
+        sources = self.devnet.bench_funders or self.devnet.wallets
+        self.funded_from = "bench accounts" if self.devnet.bench_funders else "demo wallets"
+        funders = [keystore.load(w.key_file, password) for w in sources]
         if not funders:
-            raise ConnectError("the devnet has no demo wallets to fund bench accounts from")
+            raise ConnectError("the devnet has no accounts to fund bench accounts from")
         seqs = [await self._next_seq(k.public) for k in funders]
         shares: list[list[SigningKey]] = [accounts[i::len(funders)] for i in range(len(funders))]
         done = 0

@@ -1,4 +1,4 @@
-"""The signature-cost bound of a payment (DESIGN.md, "Performance model").
+"""The signature-cost bound of a payment (docs/protocol.md, "Performance model").
 
 Per payment: the order is verified by the N owners, W votes are signed and checked by the gateway,
 and every peer that applies the certificate checks its W votes once:

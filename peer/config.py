@@ -120,7 +120,8 @@ class ApiSettings(BaseModel):
 
 class LogSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    # text for people at a terminal; json (one object per line) for log collectors
+    format: Literal["json", "text"] = "text"
 
 
 class TuningSettings(BaseModel):
@@ -232,7 +233,8 @@ port = {api_port}
 allow_public = false
 # Request bodies larger than this are refused with 413.
 max_body_bytes = 65536
-# Requests waiting on a payment at once; more are refused with 429 instead of queueing.
+# Requests waiting on a payment at once; more are refused with 429 `too_many_waiting`
+# instead of queueing.
 max_waiting = 128
 max_wait_seconds = 60.0
 # Open connections at most. When all are taken, the oldest one that is idle or still sending its
@@ -251,10 +253,10 @@ lookup_timeout = 1.0
 {audit_line}
 
 [log]
-# debug | info | warning | error
-level = "info"
-# json (one object per line) | text
-format = "json"
+# debug (every payment's life: received, certified, applied) | info (summaries) | warning | error
+level = "{log_level}"
+# text (for people) | json (one object per line, for log collectors)
+format = "{log_format}"
 
 [tuning]
 # Sync votes and locks to disk before they leave the peer. Only turn off for throwaway tests.
@@ -280,7 +282,8 @@ shutdown_grace = 5.0
 def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str = "genesis.json",
            password_file: str | None = None, listen_host: str = "127.0.0.1", listen_port: int = 7000,
            advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000,
-           fsync: bool = True, sync_in_thread: bool = True, audit_token: str = "") -> str:
+           fsync: bool = True, sync_in_thread: bool = True, audit_token: str | None = None,
+           log_level: str = "info", log_format: str = "text") -> str:
     password_line = f'password_file = "{password_file}"' if password_file else '# password_file = "password.txt"'
     audit_line = f'audit_token = "{audit_token}"' if audit_token else '# audit_token = ""'
     return TEMPLATE.format(
@@ -288,6 +291,7 @@ def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str =
         listen_host=listen_host, listen_port=listen_port, advertise_host=advertise_host,
         seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port,
         fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread), audit_line=audit_line,
+        log_level=log_level, log_format=log_format,
     )
 
 

@@ -23,33 +23,11 @@ import pytest
 from devnet import processes
 from devnet.audit import configured_tokens
 from devnet.layout import Devnet
+from tests.devnet_support import devnet, pids_of
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def devnet(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "devnet", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
-    if check:
-        assert proc.returncode == 0, f"devnet {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def pids_of(root: Path) -> list[int]:
-    """Processes whose command line mentions this devnet (there must be none after `down`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(root) in cmd and "peer" in cmd and "run" in cmd:
-            found.append(int(entry.name))
-    return found
 
 
 def stored_certificates(net: Devnet) -> set[str]:
@@ -132,7 +110,7 @@ def test_unknown_peer_is_refused(tmp_path: Path) -> None:
     try:
         for command in (["kill", "peer9"], ["restart", "nobody"], ["logs", "peer7"]):
             proc = devnet(*command, "--dir", str(root))
-            assert proc.returncode == 6, proc.stderr
+            assert proc.returncode == 15, proc.stderr  # unknown peer
             assert "no peer named" in proc.stderr and "peer0" in proc.stderr
         # The devnet is untouched by the refusals.
         status = json.loads(devnet("status", "--dir", str(root), "--json", check=True).stdout)
@@ -156,8 +134,8 @@ def test_port_in_use_leaves_nothing_running(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = devnet("up", "--dir", str(root), "--peers", "4", "--port-base", str(port), "--detach")
-        assert proc.returncode == 4, proc.stderr
-        assert f"127.0.0.1:{port} is in use" in proc.stderr
+        assert proc.returncode == 13, proc.stderr  # port in use
+        assert f"127.0.0.1:{port} (peer0 peer port) is in use by pid {os.getpid()}" in proc.stderr
     assert pids_of(root) == []
     assert not root.exists() or not any(root.iterdir())
 
@@ -172,8 +150,10 @@ def test_port_taken_at_resume_stops_what_started(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", net.peers[3].api_port))
         taken.listen()
         proc = devnet("up", "--dir", str(root), "--detach")
-        assert proc.returncode == 4, proc.stderr
-        assert "is in use" in proc.stderr
+        assert proc.returncode == 13, proc.stderr
+        # The holder is named, and the advice fits a devnet whose ports are fixed.
+        assert f"(peer3 API) is in use by pid {os.getpid()}" in proc.stderr
+        assert "--port-base" not in proc.stderr
     assert pids_of(root) == [], "peers started before the failure were left running"
     devnet("down", "--dir", str(root), "--wipe", check=True)
 
@@ -183,12 +163,12 @@ def test_dir_holding_something_else_is_refused(tmp_path: Path) -> None:
     root.mkdir()
     (root / "holiday.jpg").write_bytes(b"\xff\xd8")
     proc = devnet("up", "--dir", str(root), "--detach")
-    assert proc.returncode == 3, proc.stderr
+    assert proc.returncode == 14, proc.stderr
     assert "not empty and holds no devnet" in proc.stderr
     assert sorted(p.name for p in root.iterdir()) == ["holiday.jpg"]
     for command in ("status", "down", "check"):
         other = devnet(command, "--dir", str(root))
-        assert other.returncode == 3 and "no devnet" in other.stderr
+        assert other.returncode == 14 and "no devnet" in other.stderr
 
 
 @pytest.mark.parametrize(("replication", "quorum", "needle"), [
@@ -207,4 +187,4 @@ def test_bad_bench_arguments_exit_2(tmp_path: Path) -> None:
     proc = devnet("bench", "--dir", str(tmp_path), "--rate", "10", "--concurrency", "5")
     assert proc.returncode == 2 and "either --rate or --concurrency" in proc.stderr
     proc = devnet("kill", "peer0", "--dir", str(tmp_path), "--signal", "BOGUS")
-    assert proc.returncode == 3  # no devnet there: refused before the signal is even parsed
+    assert proc.returncode == 14  # no devnet there: refused before the signal is even parsed

@@ -17,8 +17,10 @@ def test_devnet_is_running_sees_a_dead_child(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once; not reaped: a zombie
     try:
         assert wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().split(") ", 1)[1][0] == "Z", 5, 0.01)
+        devnet.pid_path(entry.name).write_text(f"{child.pid}\n")  # recorded as the peer's pid
         entry.pid = child.pid
         assert not processes.is_running(entry, devnet)
+        assert processes.live_pid(devnet, entry) is None
     finally:
         child.wait()
         assert gone(child.pid, 0.1)
