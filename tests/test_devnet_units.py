@@ -58,7 +58,7 @@ def test_the_payment_log_traces_each_payment_and_sums_them_up() -> None:
     log = PaymentLog(node, every=10.0, now=lambda: clock[0], logger=logger)
     clock[0] = 100.025
     log.on_event(PaymentEvent(order.id, CERTIFIED))
-    cert = Certificate(order, (Vote.create(owner, NET, order.id),))
+    cert = Certificate(order, (Vote.create(owner, NET, order),))
     log.on_event(CertApplied(cert, SIDE_DEBIT | SIDE_CREDIT))
     clock[0] = 100.05
     log.on_event(PaymentEvent(order.id, SETTLED))
