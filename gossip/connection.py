@@ -46,10 +46,12 @@ class TransportStats:
     messages_out: int = 0
     messages_dropped: int = 0
     connections_open: int = 0  # authenticated connections, both directions, clients included
-    inbound_sockets: int = 0  # accepted TCP connections, from accept to close (the limits count these)
+    inbound_sockets: int = 0  # accepted TCP connections, from accept to close
     connections_accepted: int = 0
     connections_dialed: int = 0
-    connections_refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    connections_refused: collections.Counter[str] = field(default_factory=collections.Counter)  # by limit
+    connections_evicted: collections.Counter[str] = field(default_factory=collections.Counter)  # by kind
+    outsider_waits: int = 0  # times outsider reads waited for the class budget
     handshake_failures: collections.Counter[str] = field(default_factory=collections.Counter)
     protocol_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     bans: int = 0
@@ -58,8 +60,8 @@ class TransportStats:
 class Connection:
     """A stream after a successful handshake. One task sends, one task receives."""
 
-    __slots__ = ("_bucket", "_decoder", "_opener", "_pending", "_sealer", "closed", "outbound",
-                 "peer_id", "remote", "role", "stats", "stream")
+    __slots__ = ("_bucket", "_decoder", "_opener", "_pending", "_sealer", "closed", "last_active",
+                 "outbound", "peer_id", "remote", "role", "stats", "stream")
 
     def __init__(
         self, stream: trio.SocketStream, result: HandshakeResult, decoder: FrameDecoder,
@@ -78,6 +80,7 @@ class Connection:
         self._decoder = decoder
         self._pending = pending
         self._bucket = TokenBucket(limits.max_frames_per_second, limits.frame_burst, trio.current_time())
+        self.last_active = trio.current_time()  # last message either way (idle limits read it)
 
     async def send(self, messages: Sequence[bytes]) -> None:
         """Seal `messages` into one frame and write it. Raises trio.BrokenResourceError /
@@ -85,6 +88,7 @@ class Connection:
         completely written, so the other side cannot have opened it."""
         frame = encode_frame(self._sealer.seal(messages), self._sealer.max_frame)
         await self.stream.send_all(frame)
+        self.last_active = trio.current_time()
         stats = self.stats
         stats.bytes_out += len(frame)
         stats.frames_out += 1
@@ -117,6 +121,7 @@ class Connection:
                 messages.extend(self._opener.open(frame))
             if messages:
                 self.stats.messages_in += len(messages)
+                self.last_active = trio.current_time()
                 return messages
 
     def close(self) -> None:
@@ -189,9 +194,11 @@ async def connect(
 async def accept(
     stream: trio.SocketStream, identity: SigningKey, network_id: bytes, limits: TransportLimits,
     stats: TransportStats, *, accept_roles: frozenset[int], admit: Admit | None = None,
+    screen: Admit | None = None,
 ) -> Connection:
     """Handshake as responder on an accepted stream; the caller owns (and closes) the stream."""
-    hs = Handshake(identity, network_id, initiator=False, accept_roles=accept_roles, admit=admit)
+    hs = Handshake(identity, network_id, initiator=False, accept_roles=accept_roles, admit=admit,
+                   screen=screen)
     try:
         with trio.fail_after(limits.handshake_timeout):
             return await _run_handshake(stream, hs, limits, stats)

@@ -10,8 +10,10 @@ Rules of the conversation, all of them here:
    `side || sha256(initiator_hello || responder_hello)`. The transcript hash covers both nonces, so
    the signature is fresh; the side tag stops a signature from being reflected back as the other
    side's.
-4. The responder verifies it, asks the caller's `admit` policy (bans), and only then sends its own
-   `Auth`, so a refused initiator gets a clear `HandshakeReject` before any encrypted traffic.
+4. The responder verifies it, asks the caller's `admit` policy (bans, room), and only then sends its
+   own `Auth`, so a refused initiator gets a clear `HandshakeReject` before any encrypted traffic.
+   (Before any signature work, on the initiator's Hello, the responder also asks its `screen`
+   policy: that is where a flood of handshakes from fresh keys is refused cheaply.)
    (The initiator asks its `admit` policy on the responder's Hello, for the same reason: the
    responder must not be done yet when the refusal arrives.)
 5. The initiator verifies the responder's Auth. Both sides now derive the session keys:
@@ -60,6 +62,7 @@ class RejectCode(enum.IntEnum):
     ROLE = 6
     BANNED = 7
     SELF = 8
+    BUSY = 9
 
 
 class HandshakeError(RemoteProtocolError):
@@ -132,6 +135,19 @@ class PeerBanned(HandshakeError):
     penalty = 0
 
 
+class Busy(HandshakeError):
+    """Raised by a `screen` or `admit` policy: no room for this kind of connection right now.
+
+    `reason` names the limit (a key of the transport's refusal counters)."""
+
+    code = RejectCode.BUSY
+    penalty = 0
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class HandshakeRefused(HandshakeError):
     """The other side sent a HandshakeReject; `code` and `reason` are what it said."""
 
@@ -178,6 +194,8 @@ class HandshakeResult:
 
 
 # Who may admit an authenticated remote: raises a HandshakeError (e.g. PeerBanned) to refuse.
+# A `screen` has the same shape but sees only the unproven claim of the Hello, before any
+# signature work: it may refuse cheaply (a rate limit), never grant anything.
 Admit = Callable[[bytes, int], None]
 
 
@@ -217,6 +235,7 @@ class Handshake:
         expect: bytes | None = None,
         accept_roles: frozenset[int] = frozenset({ROLE_PEER}),
         admit: Admit | None = None,
+        screen: Admit | None = None,
         protocol: int = PROTOCOL_VERSION,
     ) -> None:
         self.identity = identity
@@ -226,6 +245,7 @@ class Handshake:
         self.expect = expect
         self.accept_roles = accept_roles
         self.admit = admit
+        self.screen = screen
         self.protocol = protocol
         self.state = State.IDLE
         self._ephemeral: X25519PrivateKey | None = None
@@ -300,6 +320,8 @@ class Handshake:
             raise SelfConnection("connected to ourselves")
         if self.expect is not None and hello.peer_id != self.expect:
             raise WrongPeer(self.expect, hello.peer_id)
+        if not self.initiator and self.screen is not None:
+            self.screen(hello.peer_id, hello.role)
         if self.initiator and self.admit is not None:
             # The dialer decides before the responder considers the handshake done, so its refusal
             # reaches the responder as a HandshakeReject, not as a garbled first sealed frame.
