@@ -36,6 +36,10 @@ class Links(Protocol):
         """Drop a peer's address and connection (it was reaped)."""
         ...
 
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """Who is in the committee now: their links are never crowded out by anybody else's."""
+        ...
+
     def penalize(self, peer_id: bytes, penalty: int, reason: str) -> None:
         """The layer above caught the peer misbehaving (forged record, invalid certificate...)."""
         ...

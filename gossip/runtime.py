@@ -22,6 +22,7 @@ from crypto.errors import RemoteProtocolError
 from crypto.schema import Message, decode_any
 from gossip.broadcast import Broadcast
 from gossip.effects import (
+    Committee,
     Dial,
     Forget,
     Learn,
@@ -196,6 +197,8 @@ class Runtime:
                     self._dial(effect)
                 elif kind is Forget:
                     self.links.forget(effect.peer_id)
+                elif kind is Committee:
+                    self.links.set_committee(effect.ids)
                 elif kind is Penalize:
                     if effect.peer_id != self.id:
                         self.links.penalize(effect.peer_id, effect.penalty, effect.reason)
@@ -232,7 +235,7 @@ class Runtime:
     def _learn(self, effect: Learn) -> None:
         record = effect.record
         self.links.set_address(record.peer_id, record.host, record.port)
-        if self.writer is not None:
+        if effect.persist and self.writer is not None:
             batch = Batch()
             batch.put_peer(record.peer_id, record.encode())
             self.writer.submit(batch)

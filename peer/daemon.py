@@ -99,8 +99,10 @@ def node_config(settings: PeerSettings, port: int, api_port: int) -> NodeConfig:
         api_port=api_port,
         seeds=settings.seeds,
         membership=MembershipConfig(probe_interval=t.probe_interval, probe_timeout=t.probe_timeout,
-                                    gossip_interval=t.gossip_interval, sync_interval=t.sync_interval),
-        broadcast=BroadcastConfig(),
+                                    gossip_interval=t.gossip_interval, sync_interval=t.sync_interval,
+                                    max_outsiders=settings.membership.max_outsiders,
+                                    outsider_ttl=settings.membership.outsider_ttl),
+        broadcast=BroadcastConfig(observer_fanout=settings.membership.observer_fanout),
         gateway=GatewayConfig(deadline=t.payment_deadline, max_in_flight=t.max_in_flight,
                               hedge=t.vote_hedge_factor > 0, hedge_factor=t.vote_hedge_factor or 3.0),
         sync=SyncConfig(ae_interval=t.anti_entropy_interval),
@@ -145,7 +147,8 @@ class Daemon:
                 session.close()
 
         transport = TcpTransport(key, genesis.network_id, host=s.network.listen_host, port=s.network.listen_port,
-                                 limits=TransportLimits(), client_handler=client_handler)
+                                 limits=TransportLimits(**s.peer_port.model_dump()), client_handler=client_handler,
+                                 committee=frozenset(genesis.committee))
         delegate = _Delegate()
         hconfig = HypercornConfig()
         hconfig.bind = [f"{s.api.host}:{s.api.port}"]
