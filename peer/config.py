@@ -8,6 +8,7 @@ then the file, then the defaults. Relative paths in the file are relative to the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -22,6 +23,7 @@ from pydantic_settings import (
 from crypto.errors import MeshpayError
 from gossip.broadcast import BroadcastConfig
 from gossip.limits import DEFAULT_LIMITS as _PORT
+from gossip.limits import TransportLimits
 from gossip.membership import MembershipConfig
 
 
@@ -99,6 +101,9 @@ class PeerPortSettings(BaseModel):
     outsider_queue: int = Field(_PORT.outsider_queue, ge=1)
     log_burst: int = Field(_PORT.log_burst, ge=1)
     log_interval: float = Field(_PORT.log_interval, gt=0)
+
+    def limits(self) -> TransportLimits:
+        return replace(_PORT, **self.model_dump())
 
 
 class MembershipSettings(BaseModel):

@@ -25,7 +25,6 @@ from crypto import keystore
 from crypto.address import short
 from crypto.errors import MeshpayError
 from gossip.broadcast import BroadcastConfig
-from gossip.limits import TransportLimits
 from gossip.membership import MembershipConfig
 from gossip.transport import TcpTransport
 from peer import genesis as genesis_file
@@ -147,7 +146,7 @@ class Daemon:
                 session.close()
 
         transport = TcpTransport(key, genesis.network_id, host=s.network.listen_host, port=s.network.listen_port,
-                                 limits=TransportLimits(**s.peer_port.model_dump()), client_handler=client_handler,
+                                 limits=s.peer_port.limits(), client_handler=client_handler,
                                  committee=frozenset(genesis.committee))
         delegate = _Delegate()
         hconfig = HypercornConfig()
