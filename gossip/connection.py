@@ -144,13 +144,27 @@ async def _run_handshake(
 ) -> Connection:
     decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
     pending: list[bytes] = []
-    try:
-        await stream.send_all(encode_frame(hs.start()))
-        while not hs.done:
+
+    async def frames_in() -> list[bytes]:
+        while True:
             data = await stream.receive_some(READ_SIZE)
             if not data:
                 raise HandshakeClosed("the other side closed the connection during the handshake")
             frames = decoder.feed(data)
+            if frames:
+                return frames
+
+    try:
+        if hs.initiator:
+            await stream.send_all(encode_frame(hs.start()))
+            frames = await frames_in()
+        else:
+            # The responder looks at the initiator's Hello before making its own, so an initiator
+            # its `screen` refuses (a flood of fresh keys) costs no key generation here.
+            frames = await frames_in()
+            hs.screen_hello(frames[0])
+            await stream.send_all(encode_frame(hs.start()))
+        while True:
             for i, frame in enumerate(frames):
                 if hs.done:
                     # The other side may pipeline its first sealed frames after its last
@@ -159,6 +173,9 @@ async def _run_handshake(
                     break
                 for reply in hs.receive(frame):
                     await stream.send_all(encode_frame(reply))
+            if hs.done:
+                break
+            frames = await frames_in()
     except HandshakeError as exc:
         if exc.reject is not None:
             # The reject is a courtesy; the other side may have hung up first.

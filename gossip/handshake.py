@@ -2,8 +2,9 @@
 
 Rules of the conversation, all of them here:
 
-1. Both sides send a `Hello` as their first frame, at once (network id, protocol version, peer id,
-   role, a fresh 32-byte nonce, an ephemeral X25519 key).
+1. Both sides send a `Hello` as their first frame (network id, protocol version, peer id, role, a
+   fresh 32-byte nonce, an ephemeral X25519 key). The initiator sends first; the responder may send
+   its own at once or, as the transport does, only after `screen_hello` passed the initiator's.
 2. Each side checks the other's Hello (network, version, role, expected peer id). A mismatch is an
    error carrying a `HandshakeReject` payload to send before closing, so the other side learns why.
 3. The initiator, having both Hellos, sends `Auth`: its Ed25519 signature over
@@ -246,6 +247,7 @@ class Handshake:
         self.accept_roles = accept_roles
         self.admit = admit
         self.screen = screen
+        self._screened = False
         self.protocol = protocol
         self.state = State.IDLE
         self._ephemeral: X25519PrivateKey | None = None
@@ -277,6 +279,32 @@ class Handshake:
         self.state = State.AWAIT_HELLO
         return self._own_hello
 
+    def screen_hello(self, payload: bytes) -> None:
+        """Responder, before `start()`: run the `screen` policy on the initiator's (unverified)
+        Hello, so that a refusal costs no key generation. Raises a HandshakeError carrying its
+        reject, like `receive`; the Hello is then fed to `receive` as usual."""
+        if self.initiator or self.state is not State.IDLE:
+            raise RuntimeError("screen_hello() is for a responder that has not started")
+        if self.screen is None:
+            return
+        try:
+            msg = decode_any(payload, max_size=MAX_HANDSHAKE_FRAME)
+        except DecodeError as exc:
+            raise self._failed(MalformedHandshake(f"expected Hello: {exc}")) from exc
+        if type(msg) is Hello:
+            try:
+                self.screen(msg.peer_id, msg.role)
+            except HandshakeError as exc:
+                self._failed(exc)
+                raise
+            self._screened = True
+
+    def _failed(self, exc: HandshakeError) -> HandshakeError:
+        self.state = State.FAILED
+        if exc.code is not None and exc.reject is None:
+            exc.reject = reject_payload(exc.code, exc.reject_reason())
+        return exc
+
     def receive(self, payload: bytes) -> list[bytes]:
         """Feed one frame from the other side; returns the frames to send in reply."""
         handler = _TABLE.get(self.state)
@@ -288,9 +316,7 @@ class Handshake:
                 raise HandshakeRefused(msg.code, msg.reason)
             return handler(self, msg, payload)
         except HandshakeError as exc:
-            self.state = State.FAILED
-            if exc.code is not None and exc.reject is None:
-                exc.reject = reject_payload(exc.code, exc.reject_reason())
+            self._failed(exc)
             raise
 
     def fail(self, code: RejectCode, reason: str) -> bytes:
@@ -320,7 +346,7 @@ class Handshake:
             raise SelfConnection("connected to ourselves")
         if self.expect is not None and hello.peer_id != self.expect:
             raise WrongPeer(self.expect, hello.peer_id)
-        if not self.initiator and self.screen is not None:
+        if not self.initiator and self.screen is not None and not self._screened:
             self.screen(hello.peer_id, hello.role)
         if self.initiator and self.admit is not None:
             # The dialer decides before the responder considers the handshake done, so its refusal

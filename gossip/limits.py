@@ -47,10 +47,12 @@ class TransportLimits:
     max_client_sessions: int = 256
     client_idle_timeout: float = 30.0  # a session with no message either way for this long is closed
     # A full table makes room by closing its longest-idle session, if that one is idle this long.
-    evict_idle: float = 1.0
+    # This also bounds the churn a crowd of idle sessions can cause: at most a table's worth of
+    # evictions (and so of new handshakes) per evict_idle seconds.
+    evict_idle: float = 5.0
     # Handshakes started per second (refused from the Hello, before any signature work).
-    outsider_handshakes_per_second: float = 50.0
-    client_handshakes_per_second: float = 200.0
+    outsider_handshakes_per_second: float = 20.0
+    client_handshakes_per_second: float = 20.0
     # What all outsider links together may make this peer read: beyond it their reads wait.
     outsider_messages_per_second: float = 500.0
     outsider_bytes_per_second: float = 256 * 1024

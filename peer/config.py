@@ -246,9 +246,10 @@ max_client_sessions = 256
 # A client session with no message either way for this long is closed.
 client_idle_timeout = 30.0
 # A full table closes its longest-idle session for a newcomer if it has been idle this long.
-evict_idle = 1.0
-outsider_handshakes_per_second = 50.0
-client_handshakes_per_second = 200.0
+evict_idle = 5.0
+# Handshakes per second from keys outside the committee, and from clients (refused on the Hello).
+outsider_handshakes_per_second = 20.0
+client_handshakes_per_second = 20.0
 # What all outsiders together may make this peer read; beyond it their reads wait.
 outsider_messages_per_second = 500.0
 outsider_bytes_per_second = 262144
