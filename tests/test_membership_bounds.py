@@ -21,6 +21,7 @@ from crypto.keys import SigningKey
 from crypto.messages import PeerRecord
 from crypto.schema import Message
 from gossip.effects import Committee, Forget, Learn, Persist, Send
+from gossip.limits import PenaltyBook
 from gossip.membership import Membership, MembershipConfig
 from gossip.wire import ALIVE, DEAD, SUSPECT, Ack, Gossip, Ping, PingReq, Sync, Update
 from store import layout
@@ -228,7 +229,9 @@ def test_set_committee_promotes_an_observer_and_demotes_a_member() -> None:
     assert m.members[OTHERS[0].public].state == ALIVE
 
 
-async def _detection(flood_size: int, seed: int) -> float | None:
+async def _detection(flood_size: int, seed: int) -> tuple[float | None, int, int]:
+    """Seconds until every peer sees a killed member dead; and the most outsiders and the fewest
+    committee members any peer held just before the kill."""
     cluster = GossipCluster(5, seed=seed)
     async with trio.open_nursery() as nursery:
         await cluster.start(nursery)
@@ -240,25 +243,26 @@ async def _detection(flood_size: int, seed: int) -> float | None:
                 deliver(flood_messages(identities, node.id),
                         lambda src, payload, dst=node.id: cluster.net.transmit(src, dst, payload))
             await trio.sleep(5)
-        for node in cluster.nodes:
-            assert node.membership is not None
-            assert len(node.membership.outsiders) <= CONFIG.max_outsiders
-            assert len(node.membership.members) == 4
+        tables = [n.membership for n in cluster.nodes if n.membership is not None]
+        most_outsiders = max(len(m.outsiders) for m in tables)
+        fewest_members = min(sum(1 for p in m.members if p in cluster.committee) for m in tables)
         victim = cluster.nodes[3]
         cluster.crash(victim)
         took = await cluster.wait_for(lambda: cluster.all_see_dead(victim), timeout=120, step=0.1)
         nursery.cancel_scope.cancel()
-    return took
+    return took, most_outsiders, fewest_members
 
 
 def _clean_and_flooded(seed: int, flood_size: int) -> None:
-    clean = trio.run(_detection, 0, seed, clock=MockClock(autojump_threshold=0))
-    flooded = trio.run(_detection, flood_size, seed, clock=MockClock(autojump_threshold=0))
+    clean, _, _ = trio.run(_detection, 0, seed, clock=MockClock(autojump_threshold=0))
+    flooded, most_outsiders, fewest_members = trio.run(_detection, flood_size, seed,
+                                                       clock=MockClock(autojump_threshold=0))
     bound = CONFIG.detection_bound(5)
     print(f"seed {seed}: a killed member is dead at every peer after {clean} s clean, {flooded} s "
           f"with {flood_size} fake identities (bound {bound:.1f} s)")
     assert clean is not None and clean <= bound
     assert flooded is not None and flooded <= bound
+    assert most_outsiders <= CONFIG.max_outsiders and fewest_members == 4
 
 
 def test_flooded_network_detects_a_killed_member_within_the_clean_bound() -> None:
@@ -315,3 +319,52 @@ def test_outsiders_are_never_stored_nor_redialled_after_a_restart() -> None:
     # The restarted peer dials its configured seed and the committee members it had stored: no
     # closed port from a fake record.
     assert redialled <= committee_addresses, redialled - committee_addresses
+
+
+async def _observer_scenario(seed: int) -> dict[str, object]:
+    cluster = GossipCluster(6, seed=seed)
+    committee = frozenset(n.id for n in cluster.nodes[:5])
+    cluster.committee = committee
+    observer = cluster.nodes[5]
+    members = cluster.nodes[:5]
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+
+        def settled() -> bool:
+            assert observer.membership is not None
+            knows_all = set(observer.membership.alive()) == committee
+            known_by_all = all(observer.id in m.membership.outsiders for m in members if m.membership)
+            return knows_all and known_by_all
+
+        joined = await cluster.wait_for(settled, timeout=60)
+        from_member = cluster.publish(members[2], b"a certificate, say")
+        from_observer = cluster.publish(observer, b"relayed by an observer")
+        await cluster.wait_for(lambda: cluster.reached(from_member) == 6 and cluster.reached(from_observer) == 6,
+                               timeout=30)
+        result = {
+            "joined": joined,
+            "member_broadcast_reached": cluster.reached(from_member),
+            "observer_broadcast_reached": cluster.reached(from_observer),
+            "observer_in_members": [observer.id in m.membership.members for m in members if m.membership],
+            "observer_group_size": observer.membership.group_size() if observer.membership else 0,
+        }
+        nursery.cancel_scope.cancel()
+    return result
+
+
+def test_an_observer_reads_and_relays_broadcasts_without_a_place_in_the_committee() -> None:
+    result = trio.run(_observer_scenario, 8, clock=MockClock(autojump_threshold=0))
+    assert result["joined"] is not None, "the observer and the committee never learned each other"
+    assert result["member_broadcast_reached"] == 6 and result["observer_broadcast_reached"] == 6, result
+    assert result["observer_in_members"] == [False] * 5
+    assert result["observer_group_size"] == 6  # it counts the committee (and itself), like everyone
+
+
+def test_penalty_book_stays_bounded_under_fresh_ids() -> None:
+    book = PenaltyBook(threshold=10, half_life=60, ban_seconds=60)
+    for i in range(30_000):
+        assert book.penalize(i.to_bytes(32, "big"), 10, 1.0)  # every fresh id earns a ban at once
+        book.penalize((i + 10**6).to_bytes(32, "big"), 1, 1.0)  # and as many a small score
+    assert len(book._banned_until) <= PenaltyBook.MAX_ENTRIES
+    assert len(book._scores) <= PenaltyBook.MAX_ENTRIES
+    assert book.banned((29_999).to_bytes(32, "big"), 2.0)  # the newest bans hold

@@ -102,11 +102,11 @@ async def test_committee_peer_gets_in_past_a_full_address_of_idle_clients() -> N
     async with serving(server), AsyncExitStack() as stack:
         for _ in range(8):
             stack.push_async_callback((await open_client(HOST, server.port, NET)).aclose)
-        await until(lambda: server.sessions(Kind.CLIENT) == 8)
-        assert await refused_code(open_client(HOST, server.port, NET)) == RejectCode.BUSY
+        await until(lambda: server.stats.connections_open == 8)
         async with serving(member := make(KEYS[1])):
             await exchange(server, member)
-        # ...and an outsider is refused by the address limit (the clients are not idle long enough).
+        # ...while another client, and an outsider, are refused (the clients are not idle long enough).
+        assert await refused_code(open_client(HOST, server.port, NET)) == RejectCode.BUSY
         async with serving(outsider := make(SigningKey.generate())):
             with pytest.raises(ConnectError):
                 await outsider.dial(HOST, server.port)
