@@ -248,6 +248,7 @@ class Membership:
             assert m.record is not None
             self.out.add(Learn(m.record, persist=True))
             self.out.add(Notify(MemberChanged(peer_id, None, ALIVE)))
+            self._enqueue(Update(ALIVE, peer_id, m.incarnation, peer_id, m.record_bytes))  # members who never met it
         if len(batch):
             self.out.add(Persist(batch))
         self._probe_order = []

@@ -64,14 +64,15 @@ class Scale:
     identity_seconds: float
     measure_clean: bool
     min_attempts: int
+    concurrency: int  # identities handshaking at once
 
 
 # min_attempts: identities the attacker must at least have tried (it shares the CPU with the peers;
 # a starved attacker would make the test pass for nothing).
 DEFAULT = Scale(identities=2000, per_sync=20, sessions=300, session_peers=(0,), identity_seconds=30,
-                measure_clean=False, min_attempts=200)
+                measure_clean=False, min_attempts=200, concurrency=64)
 FULL = Scale(identities=30_000, per_sync=100, sessions=1300, session_peers=(0, 1, 2, 3, 4), identity_seconds=900,
-             measure_clean=True, min_attempts=30_000)
+             measure_clean=True, min_attempts=30_000, concurrency=256)
 
 
 def devnet(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -164,6 +165,7 @@ class Attacker:
         args = ["nice", "-n", "10", sys.executable, "-m", "tests.attack.flooder", "--network", net.network_id,
                 "--identities", str(scale.identities), "--per-sync", str(scale.per_sync),
                 "--identity-seconds", str(scale.identity_seconds), "--sessions", str(scale.sessions),
+                "--concurrency", str(scale.concurrency),
                 "--hold-seconds", "3600"]
         for p in net.peers:
             args += ["--peer", f"127.0.0.1:{p.port}"]
