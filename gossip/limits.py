@@ -51,8 +51,8 @@ class TransportLimits:
     # evictions (and so of new handshakes) per evict_idle seconds.
     evict_idle: float = 5.0
     # Handshakes started per second (refused from the Hello, before any signature work).
-    outsider_handshakes_per_second: float = 20.0
-    client_handshakes_per_second: float = 20.0
+    outsider_handshakes_per_second: float = 10.0
+    client_handshakes_per_second: float = 5.0
     # What all outsider links together may make this peer read: beyond it their reads wait.
     outsider_messages_per_second: float = 500.0
     outsider_bytes_per_second: float = 256 * 1024

@@ -248,8 +248,8 @@ client_idle_timeout = 30.0
 # A full table closes its longest-idle session for a newcomer if it has been idle this long.
 evict_idle = 5.0
 # Handshakes per second from keys outside the committee, and from clients (refused on the Hello).
-outsider_handshakes_per_second = 20.0
-client_handshakes_per_second = 20.0
+outsider_handshakes_per_second = 10.0
+client_handshakes_per_second = 5.0
 # What all outsiders together may make this peer read; beyond it their reads wait.
 outsider_messages_per_second = 500.0
 outsider_bytes_per_second = 262144

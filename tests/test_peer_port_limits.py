@@ -110,8 +110,9 @@ async def test_committee_peer_gets_in_past_a_full_address_of_idle_clients() -> N
         async with serving(outsider := make(SigningKey.generate())):
             with pytest.raises(ConnectError):
                 await outsider.dial(HOST, server.port)
-        assert server.stats.connections_refused["per_address"] == 1
-        assert server.stats.connections_refused["client_capacity"] == 1
+        # (The server counts a refusal once its reject is on the wire: wait for it.)
+        await until(lambda: server.stats.connections_refused["per_address"] == 1)
+        await until(lambda: server.stats.connections_refused["client_capacity"] == 1)
 
 
 async def test_idle_client_sessions_time_out() -> None:
@@ -192,11 +193,21 @@ async def test_outsider_handshakes_are_rate_limited_before_any_signature_work() 
                     cause = exc.__cause__
                     codes.append(cause.refusal_code if isinstance(cause, HandshakeRefused) else "other")
         assert codes.count(RejectCode.BUSY) >= 3, codes
-        assert server.stats.connections_refused["outsider_handshake_rate"] == codes.count(RejectCode.BUSY)
+        await until(lambda: server.stats.connections_refused["outsider_handshake_rate"] == codes.count(RejectCode.BUSY))
         # Refused on the Hello: the outsider never got to send its signature.
         assert server.stats.handshake_failures.get("BadHandshakeSignature", 0) == 0
         async with serving(member := make(KEYS[1])):
             await exchange(server, member)  # committee keys are never rate-limited
+
+
+async def test_client_handshakes_are_rate_limited() -> None:
+    server = make(client_handshakes_per_second=1.0)  # a burst of 2, then one a second
+    async with serving(server):
+        codes = [await refused_code(open_client(HOST, server.port, NET)) for _ in range(6)]
+        assert codes.count(RejectCode.BUSY) >= 3, codes
+        await until(lambda: server.stats.connections_refused["client_handshake_rate"] == codes.count(RejectCode.BUSY))
+        async with serving(member := make(KEYS[1])):
+            await exchange(server, member)  # peers are not charged for clients
 
 
 async def test_outsider_reads_wait_for_the_class_budget() -> None:
@@ -250,16 +261,17 @@ async def test_outsider_dials_are_rate_limited_and_committee_dials_are_not() -> 
 
 
 async def test_refusals_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
-    server = make(max_client_sessions=1, evict_idle=60.0, log_burst=3, log_interval=600.0)
+    server = make(max_client_sessions=1, evict_idle=60.0, client_handshakes_per_second=1000.0, log_burst=3,
+                  log_interval=600.0)
     caplog.set_level(logging.INFO, logger="meshpay.transport")
     async with serving(server):
         keep = await open_client(HOST, server.port, NET)
         await until(lambda: server.sessions(Kind.CLIENT) == 1)
         for _ in range(40):
             assert await refused_code(open_client(HOST, server.port, NET)) == RejectCode.BUSY
+        await until(lambda: server.stats.connections_refused["client_capacity"] == 40)
         refusing = [r for r in caplog.records if r.getMessage().startswith("refusing")]
         assert len(refusing) == 3, len(refusing)
-        assert server.stats.connections_refused["client_capacity"] == 40
         await keep.aclose()
 
 
