@@ -70,7 +70,7 @@ class Scale:
 # min_attempts: identities the attacker must at least have tried (it shares the CPU with the peers;
 # a starved attacker would make the test pass for nothing).
 DEFAULT = Scale(identities=2000, per_sync=20, sessions=300, session_peers=(0,), identity_seconds=30,
-                measure_clean=False, min_attempts=200, concurrency=64)
+                measure_clean=False, min_attempts=500, concurrency=64)
 FULL = Scale(identities=30_000, per_sync=100, sessions=1300, session_peers=(0, 1, 2, 3, 4), identity_seconds=900,
              measure_clean=True, min_attempts=30_000, concurrency=256)
 
@@ -157,21 +157,16 @@ def pay(client: httpx.Client, net: Devnet, gateway: PeerEntry) -> dict[str, Any]
     return response.json()
 
 
-class Attacker:
-    """The flooder process, its JSON lines read by a thread; `close()` always ends it."""
+class Flooder:
+    """One flooder process, its JSON lines read by a thread; `close()` always ends it."""
 
-    def __init__(self, net: Devnet, scale: Scale) -> None:
+    def __init__(self, net: Devnet, *args: str) -> None:
         # Niced: on a real network the attacker's CPU is not the peers'; here all share two cores.
-        args = ["nice", "-n", "10", sys.executable, "-m", "tests.attack.flooder", "--network", net.network_id,
-                "--identities", str(scale.identities), "--per-sync", str(scale.per_sync),
-                "--identity-seconds", str(scale.identity_seconds), "--sessions", str(scale.sessions),
-                "--concurrency", str(scale.concurrency),
-                "--hold-seconds", "3600"]
+        argv = ["nice", "-n", "10", sys.executable, "-m", "tests.attack.flooder", "--network", net.network_id,
+                "--hold-seconds", "3600", *args]
         for p in net.peers:
-            args += ["--peer", f"127.0.0.1:{p.port}"]
-        for i in scale.session_peers:
-            args += ["--session-peer", f"127.0.0.1:{net.peers[i].port}"]
-        self.proc = subprocess.Popen(args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            argv += ["--peer", f"127.0.0.1:{p.port}"]
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -184,10 +179,10 @@ class Attacker:
             with self.lock:
                 self.events.append(json.loads(line))
 
-    def last(self, event: str | None = None) -> dict[str, Any] | None:
+    def last(self, event: str | None = None) -> dict[str, Any]:
         with self.lock:
             found = [e for e in self.events if event is None or e["event"] == event]
-        return found[-1] if found else None
+        return found[-1] if found else {}
 
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -198,10 +193,10 @@ class Attacker:
             time.sleep(0.2)
         return False
 
-    def close(self) -> dict[str, Any] | None:
+    def close(self) -> dict[str, Any]:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
-            self.proc.stdin.close()  # asks it to stop holding its sessions
+            self.proc.stdin.close()  # asks it to stop (and let go of its sessions)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -209,6 +204,23 @@ class Attacker:
                 self.proc.wait(5)
         self.thread.join(5)
         return self.last("done")
+
+
+class Attacker:
+    """Two flooders, so neither starves the other of its CPU share: fake identities at every peer,
+    and idle client sessions at the scale's session peers."""
+
+    def __init__(self, net: Devnet, scale: Scale) -> None:
+        self.identities = Flooder(net, "--identities", str(scale.identities), "--per-sync", str(scale.per_sync),
+                                  "--identity-seconds", str(scale.identity_seconds),
+                                  "--concurrency", str(scale.concurrency), "--seed", "1")
+        session_peers = [a for i in scale.session_peers for a in ("--session-peer", f"127.0.0.1:{net.peers[i].port}")]
+        self.sessions = Flooder(net, "--identities", "0", "--sessions", str(scale.sessions), *session_peers,
+                                "--seed", "2")
+
+    def close(self) -> dict[str, Any]:
+        return {"identities": self.identities.close().get("identities"),
+                "sessions": self.sessions.close().get("sessions")}
 
 
 def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
@@ -234,15 +246,16 @@ def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
             cpu_before = {p.name: cpu_seconds(p.pid) for p in net.peers}
             started = time.monotonic()
             # Every identity tried (or the attacker's time is up), and the sessions held.
-            assert attacker.wait_for(lambda: attacker.last("identities_done") is not None,
-                                     scale.identity_seconds + 120), attacker.last()
+            assert attacker.identities.wait_for(lambda: attacker.identities.last("identities_done"),
+                                                scale.identity_seconds + 120), attacker.identities.last()
             elapsed = time.monotonic() - started
             report["identities_phase_s"] = round(elapsed, 1)
             report["peer_cpu_share_during_identities"] = {
                 p.name: round((cpu_seconds(p.pid) - cpu_before[p.name]) / elapsed, 3) for p in net.peers}
-            report["attacker_identities"] = attacker.last("identities_done")["identities"]
-            attacker.wait_for(lambda: (attacker.last() or {}).get("open_sessions", 0) >= min(scale.sessions, 100), 60)
-            report["attacker_sessions_open"] = (attacker.last() or {}).get("open_sessions")
+            report["attacker_identities"] = attacker.identities.last("identities_done")["identities"]
+            attacker.sessions.wait_for(lambda: attacker.sessions.last().get("open_sessions", 0) >= min(scale.sessions, 100),
+                                       60)
+            report["attacker_sessions_open"] = attacker.sessions.last().get("open_sessions")
 
             # Under the session flood (the attacker keeps reopening what the peers close):
             latencies = {p.name: status_latencies(client, p) for p in net.peers}
@@ -256,7 +269,7 @@ def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
             net = Devnet.load(root)
             detection = kill_and_time_detection(client, net, net.peer("peer3"), DETECTION_BOUND * 3)
             report["flooded_detection_s"] = None if detection is None else round(detection, 2)
-            report["attacker_sessions"] = (attacker.last() or {}).get("sessions")
+            report["attacker_sessions"] = attacker.sessions.last().get("sessions")
 
             live = [p for p in net.peers if processes.is_running(p, net)]
             report["rss_after_mb"] = {p.name: round(rss_mb(p.pid), 1) for p in live}
