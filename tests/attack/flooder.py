@@ -2,7 +2,8 @@
 
     python -m tests.attack.flooder --network HEX --peer HOST:PORT [--peer ...]
         [--identities N] [--per-sync R] [--concurrency C] [--identity-seconds S]
-        [--sessions M] [--session-peer HOST:PORT ...] [--retry-seconds T] [--hold-seconds H]
+        [--sessions M] [--session-peer HOST:PORT ...] [--ramp-seconds R] [--retry-seconds T]
+        [--hold-seconds H]
 
 Identities: N fresh keys, each with a genuinely signed peer record pointing at 127.0.0.1:1 (where
 nothing listens; all made before the flood starts), handshake as peers with the target peers in
@@ -10,8 +11,8 @@ turn and push one `Sync` holding their own record and R records of the others: N
 and records in all, each record relayed about R times. At most C at once, for at most S seconds.
 
 Sessions (at the same time): hold M idle client sessions, spread over the session peers (default:
-all peers), reopening any that a peer refuses or closes after about T seconds, for H seconds or
-until stdin closes.
+all peers), opened over the first R seconds (default: M/50), reopening any that a peer refuses or
+closes after about T seconds, for H seconds or until stdin closes.
 
 stdout, JSON lines: {"event": "identities", ...counts} and {"event": "sessions", ...counts} once a
 second, {"event": "identities_done", ...} when that phase ends, and {"event": "done", ...} last.
@@ -85,8 +86,10 @@ class Flooder:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_stdin)
             nursery.start_soon(self._report)
+            ramp = self.args.sessions / 50 if self.args.ramp_seconds is None else self.args.ramp_seconds
             for i in range(self.args.sessions):
-                nursery.start_soon(self._hold_session, self.session_peers[i % len(self.session_peers)])
+                start = ramp * i / max(1, self.args.sessions)
+                nursery.start_soon(self._hold_session, self.session_peers[i % len(self.session_peers)], start)
             await self._identities()
             emit({"event": "identities_done", **self._counts()})
             with trio.move_on_after(max(0.0, self.args.hold_seconds - (time.monotonic() - self.started))):
@@ -143,8 +146,8 @@ class Flooder:
             limiter.release()
 
     # ---- idle client sessions ---------------------------------------------------------------------
-    async def _hold_session(self, peer: tuple[str, int]) -> None:
-        await trio.sleep(self.rng.random())  # spread the openings over the first second
+    async def _hold_session(self, peer: tuple[str, int], start: float) -> None:
+        await trio.sleep(start)
         while True:
             try:
                 client = await open_client(peer[0], peer[1], self.network)
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--identity-seconds", type=float, default=60.0)
     p.add_argument("--sessions", type=int, default=0)
+    p.add_argument("--ramp-seconds", type=float, default=None)
     p.add_argument("--retry-seconds", type=float, default=2.0)
     p.add_argument("--hold-seconds", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)

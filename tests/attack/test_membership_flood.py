@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,17 @@ class Scale:
     identity_seconds: float
     measure_clean: bool
     min_attempts: int
-    concurrency: int  # identities handshaking at once
+    concurrency: int  # identities handshaking at once, per process
+    identity_procs: int
+    retry_seconds: float  # how soon a refused or closed session is reopened
 
 
 # min_attempts: identities the attacker must at least have tried (it shares the CPU with the peers;
 # a starved attacker would make the test pass for nothing).
 DEFAULT = Scale(identities=2000, per_sync=20, sessions=300, session_peers=(0,), identity_seconds=30,
-                measure_clean=False, min_attempts=500, concurrency=64)
+                measure_clean=False, min_attempts=500, concurrency=64, identity_procs=1, retry_seconds=2.0)
 FULL = Scale(identities=30_000, per_sync=100, sessions=1300, session_peers=(0, 1, 2, 3, 4), identity_seconds=900,
-             measure_clean=True, min_attempts=30_000, concurrency=256)
+             measure_clean=True, min_attempts=30_000, concurrency=128, identity_procs=2, retry_seconds=10.0)
 
 
 def devnet(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -207,20 +210,42 @@ class Flooder:
 
 
 class Attacker:
-    """Two flooders, so neither starves the other of its CPU share: fake identities at every peer,
-    and idle client sessions at the scale's session peers."""
+    """Several flooders, so that no attacker process starves the others of its CPU share: fake
+    identities at every peer (split over `identity_procs` processes), and one process of idle
+    client sessions per session peer."""
 
     def __init__(self, net: Devnet, scale: Scale) -> None:
-        self.identities = Flooder(net, "--identities", str(scale.identities), "--per-sync", str(scale.per_sync),
-                                  "--identity-seconds", str(scale.identity_seconds),
-                                  "--concurrency", str(scale.concurrency), "--seed", "1")
-        session_peers = [a for i in scale.session_peers for a in ("--session-peer", f"127.0.0.1:{net.peers[i].port}")]
-        self.sessions = Flooder(net, "--identities", "0", "--sessions", str(scale.sessions), *session_peers,
-                                "--seed", "2")
+        share = scale.identities // scale.identity_procs
+        self.identity_procs = [
+            Flooder(net, "--identities", str(share), "--per-sync", str(scale.per_sync),
+                    "--identity-seconds", str(scale.identity_seconds), "--concurrency", str(scale.concurrency),
+                    "--seed", str(100 + i))
+            for i in range(scale.identity_procs)]
+        per_peer = scale.sessions // len(scale.session_peers)
+        self.session_procs = [
+            Flooder(net, "--identities", "0", "--sessions", str(per_peer), "--retry-seconds", str(scale.retry_seconds),
+                    "--session-peer", f"127.0.0.1:{net.peers[i].port}", "--seed", str(200 + i))
+            for i in scale.session_peers]
+
+    def identities_done(self) -> bool:
+        return all(f.last("identities_done") for f in self.identity_procs)
+
+    def identities(self) -> Counter[str]:
+        return sum((Counter(f.last("identities_done").get("identities", {})) for f in self.identity_procs), Counter())
+
+    def open_sessions(self) -> int:
+        return sum(f.last().get("open_sessions", 0) for f in self.session_procs)
+
+    def sessions(self) -> Counter[str]:
+        return sum((Counter(f.last().get("sessions", {})) for f in self.session_procs), Counter())
+
+    def wait_for(self, predicate: Any, timeout: float) -> bool:
+        return self.identity_procs[0].wait_for(predicate, timeout)
 
     def close(self) -> dict[str, Any]:
-        return {"identities": self.identities.close().get("identities"),
-                "sessions": self.sessions.close().get("sessions")}
+        for f in self.identity_procs + self.session_procs:
+            f.close()
+        return {"identities": dict(self.identities()), "sessions": dict(self.sessions())}
 
 
 def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
@@ -246,16 +271,14 @@ def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
             cpu_before = {p.name: cpu_seconds(p.pid) for p in net.peers}
             started = time.monotonic()
             # Every identity tried (or the attacker's time is up), and the sessions held.
-            assert attacker.identities.wait_for(lambda: attacker.identities.last("identities_done"),
-                                                scale.identity_seconds + 120), attacker.identities.last()
+            assert attacker.wait_for(attacker.identities_done, scale.identity_seconds + 120), attacker.identities()
             elapsed = time.monotonic() - started
             report["identities_phase_s"] = round(elapsed, 1)
             report["peer_cpu_share_during_identities"] = {
                 p.name: round((cpu_seconds(p.pid) - cpu_before[p.name]) / elapsed, 3) for p in net.peers}
-            report["attacker_identities"] = attacker.identities.last("identities_done")["identities"]
-            attacker.sessions.wait_for(lambda: attacker.sessions.last().get("open_sessions", 0) >= min(scale.sessions, 100),
-                                       60)
-            report["attacker_sessions_open"] = attacker.sessions.last().get("open_sessions")
+            report["attacker_identities"] = dict(attacker.identities())
+            attacker.wait_for(lambda: attacker.open_sessions() >= min(scale.sessions, 100), 60)
+            report["attacker_sessions_open"] = attacker.open_sessions()
 
             # Under the session flood (the attacker keeps reopening what the peers close):
             latencies = {p.name: status_latencies(client, p) for p in net.peers}
@@ -269,7 +292,7 @@ def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
             net = Devnet.load(root)
             detection = kill_and_time_detection(client, net, net.peer("peer3"), DETECTION_BOUND * 3)
             report["flooded_detection_s"] = None if detection is None else round(detection, 2)
-            report["attacker_sessions"] = attacker.sessions.last().get("sessions")
+            report["attacker_sessions"] = dict(attacker.sessions())
 
             live = [p for p in net.peers if processes.is_running(p, net)]
             report["rss_after_mb"] = {p.name: round(rss_mb(p.pid), 1) for p in live}
