@@ -23,6 +23,7 @@ from rich.table import Table
 from crypto import keystore
 from crypto.errors import KeystoreError
 from crypto.keys import SigningKey
+from peer import cli_genesis
 from peer import config as peer_config
 from peer.cli_exit import CliFailure
 from peer.cli_exit import run as run_cli
@@ -173,6 +174,9 @@ def info(api: ApiOption = "http://127.0.0.1:8000",
         counters.add_row(k, str(v))
     out.print(counters)
     out.print(f"ring share {doc['status']['ring_share']:.1%}   queues {doc['status']['queues']}")
+
+
+app.add_typer(cli_genesis.app, name="genesis")
 
 
 def main() -> None:
