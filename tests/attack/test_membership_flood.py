@@ -46,6 +46,7 @@ from crypto.messages import Order
 from devnet import processes
 from devnet.layout import Devnet, PeerEntry
 from gossip.membership import MembershipConfig
+from tests.test_e2e_devnet import devnet
 
 pytestmark = pytest.mark.slow
 
@@ -76,14 +77,6 @@ DEFAULT = Scale(identities=2000, per_sync=20, sessions=300, session_peers=(0,), 
                 measure_clean=False, min_attempts=500, concurrency=64, identity_procs=1, retry_seconds=2.0)
 FULL = Scale(identities=30_000, per_sync=100, sessions=1300, session_peers=(0, 1, 2, 3, 4), identity_seconds=900,
              measure_clean=True, min_attempts=30_000, concurrency=128, identity_procs=2, retry_seconds=10.0)
-
-
-def devnet(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "devnet", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
-    if check:
-        assert proc.returncode == 0, f"devnet {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def cpu_seconds(pid: int | None) -> float:
