@@ -44,6 +44,10 @@ class Links(Protocol):
         """The layer above caught the peer misbehaving (forged record, invalid certificate...)."""
         ...
 
+    def is_banned(self, peer_id: bytes) -> bool:
+        """Whether the peer is banned for now (its messages are not worth handling)."""
+        ...
+
     async def dial(self, host: str, port: int) -> bytes:
         """Connect and handshake with an address; return the peer id it proved. Raises ConnectError."""
         ...

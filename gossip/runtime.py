@@ -132,6 +132,11 @@ class Runtime:
 
     def deliver(self, src: bytes, payload: bytes) -> None:
         """Handle one message from an authenticated peer."""
+        if self.links.is_banned(src):
+            # Its link is cut, but what it sent before the ban may still be queued: a fresh key's
+            # first invalid message must be its last, not the first of a frameful.
+            self.dropped += 1
+            return
         try:
             msg = decode_any(payload)
         except RemoteProtocolError as exc:

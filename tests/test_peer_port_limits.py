@@ -20,13 +20,16 @@ import trio
 
 from crypto.keys import SigningKey
 from gossip.admission import Kind
+from gossip.broadcast import Broadcast, Verdict, message_id
 from gossip.client import ClientConnection, ClientSession, open_client
 from gossip.connection import TransportStats, connect
 from gossip.handshake import HandshakeRefused, RejectCode
 from gossip.limits import DEFAULT_LIMITS, LogThrottle, TransportLimits
 from gossip.links import ConnectError
-from gossip.membership import MembershipConfig
+from gossip.membership import Membership, MembershipConfig
+from gossip.runtime import Runtime
 from gossip.transport import TcpTransport
+from gossip.wire import Push
 from peer import config as peer_config
 from peer.daemon import node_config
 
@@ -234,6 +237,27 @@ async def test_outsider_reads_wait_for_the_class_budget() -> None:
             for _ in range(1000):
                 await server.inbound.receive()
         assert server.stats.outsider_waits == 0
+
+
+async def test_what_a_banned_outsider_had_queued_is_not_handled() -> None:
+    validated: list[bytes] = []
+
+    def reject(payload: bytes) -> Verdict:  # every broadcast is invalid: each would cost a check
+        validated.append(payload)
+        return Verdict.REJECT
+
+    server = make()
+    membership = Membership(KEYS[0], NET, HOST, 1, committee=COMMITTEE)
+    runtime = Runtime(server, membership, Broadcast(NET, membership.alive, KEYS[0].public, validate=reject))
+    async with serving(server) as nursery, serving(outsider := make(SigningKey.generate())):
+        await nursery.start(runtime.run)
+        outsider.set_address(server.peer_id, HOST, server.port)
+        for i in range(50):  # one frame: all of it is read before the first one is judged
+            payload = b"junk %d" % i
+            assert outsider.send(server.peer_id, Push(message_id(NET, payload), 0, (), payload).encode())
+        await until(lambda: len(validated) + runtime.dropped >= 50)
+        assert server.is_banned(outsider.peer_id)
+        assert len(validated) == 1, "messages from a banned key were still checked"
 
 
 async def test_outsider_dials_are_rate_limited_and_committee_dials_are_not() -> None:

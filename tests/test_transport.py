@@ -144,7 +144,7 @@ def test_transport_implements_links() -> None:
     t = make()
     assert isinstance(t, TcpTransport)
     links: Links = t  # checked by the type checker; the attributes below by the test
-    for name in ("inbound", "send", "set_address", "forget", "set_committee", "penalize", "dial"):
+    for name in ("inbound", "send", "set_address", "forget", "set_committee", "penalize", "is_banned", "dial"):
         assert hasattr(links, name)
 
 

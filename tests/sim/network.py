@@ -81,6 +81,9 @@ class SimLinks:
     def penalize(self, peer_id: bytes, penalty: int, reason: str) -> None:
         self.penalties.append((peer_id, penalty, reason))
 
+    def is_banned(self, peer_id: bytes) -> bool:
+        return False  # the simulator records penalties and never bans
+
     async def dial(self, host: str, port: int) -> bytes:
         target = self.net.addresses.get((host, port))
         await trio.sleep(2 * self.net.profile.latency[1])
