@@ -9,6 +9,11 @@
   pull repair: every `repair_interval` we advertise short ids of recent messages to one random peer
   (`IHave`), which asks for the ones it lacks (`IWant`). A message missed during a partition thus
   still arrives once the partition heals.
+- `peers` are the committee members believed alive: they get the whole fanout. Observers (the
+  bounded set of outsiders membership holds) get `observer_fanout` extra copies per relay and one
+  `IHave` per repair round, so an observer reads every certificate without ever taking a committee
+  member's place. An `IWant` from a peer outside the committee is served for at most
+  `untrusted_want_max` ids, so a small request cannot make us send megabytes.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class BroadcastConfig:
     repair_interval: float = 1.0
     repair_delay: float = 0.5  # advertise only messages old enough not to be still in flight
     repair_max_ids: int = 512
+    observer_fanout: int = 1  # extra copies of each relayed broadcast for outsiders we hold
+    untrusted_want_max: int = 16  # ids served per IWant from outside the committee
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +80,16 @@ class Broadcast:
         peers: Callable[[], list[bytes]],
         me: bytes = b"",
         *,
+        observers: Callable[[], list[bytes]] | None = None,
+        trusted: Callable[[bytes], bool] | None = None,
         validate: Callable[[bytes], Verdict] | None = None,
         config: BroadcastConfig | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.network_id = network_id
         self.peers = peers
+        self.observers = observers or list
+        self.trusted = trusted or (lambda peer: True)
         self.me = me
         self.validate = validate or (lambda payload: Verdict.ACCEPT)
         self.config = config or BroadcastConfig()
@@ -129,7 +140,8 @@ class Broadcast:
             if wants:
                 self.out.send(src, IWant(wants))
         elif kind is IWant:
-            for sid in msg.ids:
+            ids = msg.ids if self.trusted(src) else msg.ids[:self.config.untrusted_want_max]
+            for sid in ids:
                 kept = self._kept.get(sid)
                 if kept is not None:
                     payload = kept[0]
@@ -164,8 +176,6 @@ class Broadcast:
         candidates = [p for p in self.peers() if p[:SHORT_ID] not in skip]
         k = self.fanout()
         targets = candidates if len(candidates) <= k else self.rng.sample(candidates, k)
-        if not targets:
-            return
         # Tell the next hops who has it now (us, them, and who had it before) so they skip those.
         told = [self.me[:SHORT_ID]] if self.me else []
         told += [t[:SHORT_ID] for t in targets]
@@ -174,6 +184,10 @@ class Broadcast:
         for target in targets:
             self.out.send(target, push)
         self.counters["relayed"] += len(targets)
+        observers = [o for o in self.observers() if o[:SHORT_ID] not in skip]
+        for target in self.rng.sample(observers, min(len(observers), self.config.observer_fanout)):
+            self.out.send(target, push)
+            self.counters["relayed"] += 1
 
     # ---- timers ------------------------------------------------------------------------------
     def next_deadline(self) -> float:
@@ -191,9 +205,11 @@ class Broadcast:
                 ids.append(sid)
                 if len(ids) >= min(self.config.repair_max_ids, MAX_DIGEST_IDS):
                     break
-        peers = self.peers()
-        if ids and peers:
-            self.out.send(self.rng.choice(peers), IHave(tuple(ids)))
+        if not ids:
+            return
+        for group in (self.peers(), self.observers()):
+            if group:
+                self.out.send(self.rng.choice(group), IHave(tuple(ids)))
 
     # ---- bounded caches ------------------------------------------------------------------------
     def has_seen(self, mid: bytes) -> bool:

@@ -2,7 +2,9 @@
 
 A client runs the same handshake with role ROLE_CLIENT and a throwaway key; it is not a peer
 (it never joins gossip and is never dialed back). On the peer, each session gets a reader task, a
-writer task and the application's handler, all in one nursery that dies with the connection.
+writer task, an idle watch and the application's handler, all in one nursery that dies with the
+connection. A session with no message either way for `client_idle_timeout` is closed; how many
+sessions may be open at once is `gossip.admission`'s business.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ class ClientSession:
                     log.info("client %s:%d: %s: %s", *self.peer, type(exc).__name__, exc)
                 self._conn.close()
 
+    async def _watch_idle(self, idle: float) -> None:
+        while not self._conn.closed:
+            remaining = self._conn.last_active + idle - trio.current_time()
+            if remaining <= 0:
+                log.debug("client %s:%d idle for %.0f s: closing", *self.peer, idle)
+                self.close()
+                return
+            await trio.sleep(remaining)
+
     async def _write(self, done: trio.Event) -> None:
         try:
             while not self._conn.closed:
@@ -121,6 +132,7 @@ async def serve_client(conn: Connection, handler: ClientHandler, limits: Transpo
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session._read)
         nursery.start_soon(session._write, writer_done)
+        nursery.start_soon(session._watch_idle, limits.client_idle_timeout)
         try:
             await handler(session)
         except CONNECTION_FAILURES as exc:

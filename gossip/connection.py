@@ -46,10 +46,12 @@ class TransportStats:
     messages_out: int = 0
     messages_dropped: int = 0
     connections_open: int = 0  # authenticated connections, both directions, clients included
-    inbound_sockets: int = 0  # accepted TCP connections, from accept to close (the limits count these)
+    inbound_sockets: int = 0  # accepted TCP connections, from accept to close
     connections_accepted: int = 0
     connections_dialed: int = 0
-    connections_refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    connections_refused: collections.Counter[str] = field(default_factory=collections.Counter)  # by limit
+    connections_evicted: collections.Counter[str] = field(default_factory=collections.Counter)  # by kind
+    outsider_waits: int = 0  # times outsider reads waited for the class budget
     handshake_failures: collections.Counter[str] = field(default_factory=collections.Counter)
     protocol_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     bans: int = 0
@@ -58,8 +60,8 @@ class TransportStats:
 class Connection:
     """A stream after a successful handshake. One task sends, one task receives."""
 
-    __slots__ = ("_bucket", "_decoder", "_opener", "_pending", "_sealer", "closed", "outbound",
-                 "peer_id", "remote", "role", "stats", "stream")
+    __slots__ = ("_bucket", "_decoder", "_opener", "_pending", "_sealer", "closed", "last_active",
+                 "outbound", "peer_id", "remote", "role", "stats", "stream")
 
     def __init__(
         self, stream: trio.SocketStream, result: HandshakeResult, decoder: FrameDecoder,
@@ -78,6 +80,7 @@ class Connection:
         self._decoder = decoder
         self._pending = pending
         self._bucket = TokenBucket(limits.max_frames_per_second, limits.frame_burst, trio.current_time())
+        self.last_active = trio.current_time()  # last message either way (idle limits read it)
 
     async def send(self, messages: Sequence[bytes]) -> None:
         """Seal `messages` into one frame and write it. Raises trio.BrokenResourceError /
@@ -85,6 +88,7 @@ class Connection:
         completely written, so the other side cannot have opened it."""
         frame = encode_frame(self._sealer.seal(messages), self._sealer.max_frame)
         await self.stream.send_all(frame)
+        self.last_active = trio.current_time()
         stats = self.stats
         stats.bytes_out += len(frame)
         stats.frames_out += 1
@@ -117,6 +121,7 @@ class Connection:
                 messages.extend(self._opener.open(frame))
             if messages:
                 self.stats.messages_in += len(messages)
+                self.last_active = trio.current_time()
                 return messages
 
     def close(self) -> None:
@@ -139,13 +144,27 @@ async def _run_handshake(
 ) -> Connection:
     decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
     pending: list[bytes] = []
-    try:
-        await stream.send_all(encode_frame(hs.start()))
-        while not hs.done:
+
+    async def frames_in() -> list[bytes]:
+        while True:
             data = await stream.receive_some(READ_SIZE)
             if not data:
                 raise HandshakeClosed("the other side closed the connection during the handshake")
             frames = decoder.feed(data)
+            if frames:
+                return frames
+
+    try:
+        if hs.initiator:
+            await stream.send_all(encode_frame(hs.start()))
+            frames = await frames_in()
+        else:
+            # The responder looks at the initiator's Hello before making its own, so an initiator
+            # its `screen` refuses (a flood of fresh keys) costs no key generation here.
+            frames = await frames_in()
+            hs.screen_hello(frames[0])
+            await stream.send_all(encode_frame(hs.start()))
+        while True:
             for i, frame in enumerate(frames):
                 if hs.done:
                     # The other side may pipeline its first sealed frames after its last
@@ -154,6 +173,9 @@ async def _run_handshake(
                     break
                 for reply in hs.receive(frame):
                     await stream.send_all(encode_frame(reply))
+            if hs.done:
+                break
+            frames = await frames_in()
     except HandshakeError as exc:
         if exc.reject is not None:
             # The reject is a courtesy; the other side may have hung up first.
@@ -189,9 +211,11 @@ async def connect(
 async def accept(
     stream: trio.SocketStream, identity: SigningKey, network_id: bytes, limits: TransportLimits,
     stats: TransportStats, *, accept_roles: frozenset[int], admit: Admit | None = None,
+    screen: Admit | None = None,
 ) -> Connection:
     """Handshake as responder on an accepted stream; the caller owns (and closes) the stream."""
-    hs = Handshake(identity, network_id, initiator=False, accept_roles=accept_roles, admit=admit)
+    hs = Handshake(identity, network_id, initiator=False, accept_roles=accept_roles, admit=admit,
+                   screen=screen)
     try:
         with trio.fail_after(limits.handshake_timeout):
             return await _run_handshake(stream, hs, limits, stats)

@@ -34,9 +34,18 @@ class Dial:
 
 @dataclass(frozen=True, slots=True)
 class Learn:
-    """A peer's (verified) record: where to reach it."""
+    """A peer's (verified) record: where to reach it; stored (and redialled after a restart) only
+    if `persist` (committee members: outsiders are never written to disk)."""
 
     record: PeerRecord
+    persist: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Committee:
+    """The committee is now `ids` (the links class their connections by it)."""
+
+    ids: frozenset[bytes]
 
 
 @dataclass(frozen=True, slots=True)

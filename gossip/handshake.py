@@ -2,16 +2,19 @@
 
 Rules of the conversation, all of them here:
 
-1. Both sides send a `Hello` as their first frame, at once (network id, protocol version, peer id,
-   role, a fresh 32-byte nonce, an ephemeral X25519 key).
+1. Both sides send a `Hello` as their first frame (network id, protocol version, peer id, role, a
+   fresh 32-byte nonce, an ephemeral X25519 key). The initiator sends first; the responder may send
+   its own at once or, as the transport does, only after `screen_hello` passed the initiator's.
 2. Each side checks the other's Hello (network, version, role, expected peer id). A mismatch is an
    error carrying a `HandshakeReject` payload to send before closing, so the other side learns why.
 3. The initiator, having both Hellos, sends `Auth`: its Ed25519 signature over
    `side || sha256(initiator_hello || responder_hello)`. The transcript hash covers both nonces, so
    the signature is fresh; the side tag stops a signature from being reflected back as the other
    side's.
-4. The responder verifies it, asks the caller's `admit` policy (bans), and only then sends its own
-   `Auth`, so a refused initiator gets a clear `HandshakeReject` before any encrypted traffic.
+4. The responder verifies it, asks the caller's `admit` policy (bans, room), and only then sends its
+   own `Auth`, so a refused initiator gets a clear `HandshakeReject` before any encrypted traffic.
+   (Before any signature work, on the initiator's Hello, the responder also asks its `screen`
+   policy: that is where a flood of handshakes from fresh keys is refused cheaply.)
    (The initiator asks its `admit` policy on the responder's Hello, for the same reason: the
    responder must not be done yet when the refusal arrives.)
 5. The initiator verifies the responder's Auth. Both sides now derive the session keys:
@@ -60,6 +63,7 @@ class RejectCode(enum.IntEnum):
     ROLE = 6
     BANNED = 7
     SELF = 8
+    BUSY = 9
 
 
 class HandshakeError(RemoteProtocolError):
@@ -132,6 +136,19 @@ class PeerBanned(HandshakeError):
     penalty = 0
 
 
+class Busy(HandshakeError):
+    """Raised by a `screen` or `admit` policy: no room for this kind of connection right now.
+
+    `reason` names the limit (a key of the transport's refusal counters)."""
+
+    code = RejectCode.BUSY
+    penalty = 0
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class HandshakeRefused(HandshakeError):
     """The other side sent a HandshakeReject; `code` and `reason` are what it said."""
 
@@ -178,6 +195,8 @@ class HandshakeResult:
 
 
 # Who may admit an authenticated remote: raises a HandshakeError (e.g. PeerBanned) to refuse.
+# A `screen` has the same shape but sees only the unproven claim of the Hello, before any
+# signature work: it may refuse cheaply (a rate limit), never grant anything.
 Admit = Callable[[bytes, int], None]
 
 
@@ -217,6 +236,7 @@ class Handshake:
         expect: bytes | None = None,
         accept_roles: frozenset[int] = frozenset({ROLE_PEER}),
         admit: Admit | None = None,
+        screen: Admit | None = None,
         protocol: int = PROTOCOL_VERSION,
     ) -> None:
         self.identity = identity
@@ -226,6 +246,8 @@ class Handshake:
         self.expect = expect
         self.accept_roles = accept_roles
         self.admit = admit
+        self.screen = screen
+        self._screened = False
         self.protocol = protocol
         self.state = State.IDLE
         self._ephemeral: X25519PrivateKey | None = None
@@ -257,6 +279,32 @@ class Handshake:
         self.state = State.AWAIT_HELLO
         return self._own_hello
 
+    def screen_hello(self, payload: bytes) -> None:
+        """Responder, before `start()`: run the `screen` policy on the initiator's (unverified)
+        Hello, so that a refusal costs no key generation. Raises a HandshakeError carrying its
+        reject, like `receive`; the Hello is then fed to `receive` as usual."""
+        if self.initiator or self.state is not State.IDLE:
+            raise RuntimeError("screen_hello() is for a responder that has not started")
+        if self.screen is None:
+            return
+        try:
+            msg = decode_any(payload, max_size=MAX_HANDSHAKE_FRAME)
+        except DecodeError as exc:
+            raise self._failed(MalformedHandshake(f"expected Hello: {exc}")) from exc
+        if type(msg) is Hello:
+            try:
+                self.screen(msg.peer_id, msg.role)
+            except HandshakeError as exc:
+                self._failed(exc)
+                raise
+            self._screened = True
+
+    def _failed(self, exc: HandshakeError) -> HandshakeError:
+        self.state = State.FAILED
+        if exc.code is not None and exc.reject is None:
+            exc.reject = reject_payload(exc.code, exc.reject_reason())
+        return exc
+
     def receive(self, payload: bytes) -> list[bytes]:
         """Feed one frame from the other side; returns the frames to send in reply."""
         handler = _TABLE.get(self.state)
@@ -268,9 +316,7 @@ class Handshake:
                 raise HandshakeRefused(msg.code, msg.reason)
             return handler(self, msg, payload)
         except HandshakeError as exc:
-            self.state = State.FAILED
-            if exc.code is not None and exc.reject is None:
-                exc.reject = reject_payload(exc.code, exc.reject_reason())
+            self._failed(exc)
             raise
 
     def fail(self, code: RejectCode, reason: str) -> bytes:
@@ -300,6 +346,8 @@ class Handshake:
             raise SelfConnection("connected to ourselves")
         if self.expect is not None and hello.peer_id != self.expect:
             raise WrongPeer(self.expect, hello.peer_id)
+        if not self.initiator and self.screen is not None and not self._screened:
+            self.screen(hello.peer_id, hello.role)
         if self.initiator and self.admit is not None:
             # The dialer decides before the responder considers the handshake done, so its refusal
             # reaches the responder as a HandshakeReject, not as a garbled first sealed frame.

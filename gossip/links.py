@@ -36,8 +36,16 @@ class Links(Protocol):
         """Drop a peer's address and connection (it was reaped)."""
         ...
 
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """Who is in the committee now: their links are never crowded out by anybody else's."""
+        ...
+
     def penalize(self, peer_id: bytes, penalty: int, reason: str) -> None:
         """The layer above caught the peer misbehaving (forged record, invalid certificate...)."""
+        ...
+
+    def is_banned(self, peer_id: bytes) -> bool:
+        """Whether the peer is banned for now (its messages are not worth handling)."""
         ...
 
     async def dial(self, host: str, port: int) -> bytes:

@@ -19,6 +19,23 @@ Rules (after SWIM and memberlist):
 - Local health (Lifeguard): missed acks and missed nacks raise an awareness score that stretches our
   own probe interval and timeout, so a slow peer does not declare healthy ones dead.
 - Only a peer can sign its own record; forged or mismatched records are dropped and the sender penalised.
+
+Committee and outsiders. Who is in the committee is given (the genesis now, epoch changes later,
+through `set_committee`); a record's `roles` field is only the peer's claim and decides nothing.
+Everything above is about committee members: they alone are in `members`, probed, suspected,
+declared dead, gossiped about, sent in syncs, persisted and never reaped, and only their (or our
+own) word counts about a committee member. Any other peer ("outsider": an observer, or anybody who
+knows the network id) may only speak for itself:
+- its own signed record, sent by itself (`src` == the record's peer), enters the bounded
+  `outsiders` table (`max_outsiders`; when full, newcomers are not even signature-checked) and
+  stays while it keeps talking to us (`outsider_ttl`); it is never probed, gossiped, synced to
+  others, persisted, or counted in n;
+- it may ping us (we ack, without spending our retransmit budget on it), sync with us (we answer
+  with the committee's records), and receive and relay broadcasts (see gossip.broadcast);
+- what it says about anybody else (records, suspicions, deaths, about us too) is ignored, and so
+  are its indirect-probe requests; an ack or nack counts only from the peer we asked.
+So outsiders cost a bounded table and never dilute, slow or fake the failure detection of a
+committee member. What they make the peer read per second is bounded by the transport.
 """
 
 from __future__ import annotations
@@ -31,7 +48,7 @@ from crypto.errors import DecodeError
 from crypto.keys import SigningKey
 from crypto.messages import PeerRecord
 from crypto.schema import Message
-from gossip.effects import Dial, Forget, Learn, Notify, Outbox, Penalize, Persist
+from gossip.effects import Committee, Dial, Forget, Learn, Notify, Outbox, Penalize, Persist
 from gossip.wire import (
     ALIVE,
     DEAD,
@@ -50,6 +67,7 @@ from gossip.wire import (
 from store.db import Batch
 
 _U32 = 1 << 32
+ROLE_COMMITTEE = 1  # bit in PeerRecord.roles: the signer says it is in the committee (a claim)
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,9 @@ class MembershipConfig:
     awareness_max: int = 8
     seed_retry_min: float = 0.5
     seed_retry_max: float = 15.0
+    max_outsiders: int = 32  # non-committee peers held at once (only ones that introduced themselves)
+    outsider_ttl: float = 60.0  # an outsider not heard from for this long is dropped
+    max_relays: int = 64  # indirect probes we run for others at once
 
     def suspicion_bounds(self, n: int) -> tuple[float, float]:
         """(floor, ceiling) of the suspicion timeout in a group of n members."""
@@ -101,6 +122,7 @@ class Member:
     suspect_since: float = 0.0
     suspect_deadline: float = math.inf
     confirmations: set[bytes] = field(default_factory=set)
+    heard_at: float = 0.0  # outsiders: when it last spoke to us
 
 
 @dataclass(slots=True)
@@ -110,14 +132,15 @@ class _Probe:
     indirect_at: float
     fail_at: float
     indirect_sent: bool = False
-    relays: int = 0
-    nacks: int = 0
+    relays: frozenset[bytes] = frozenset()  # the members asked to probe the target for us
+    nacked: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
 class _Relay:
     origin: bytes
     origin_seq: int
+    target: bytes
     deadline: float
 
 
@@ -137,8 +160,8 @@ class Membership:
         host: str,
         port: int,
         *,
+        committee: frozenset[bytes],
         api_port: int = 0,
-        roles: int = 0,
         incarnation: int = 0,
         seeds: list[tuple[str, int]] | None = None,
         config: MembershipConfig | None = None,
@@ -150,10 +173,12 @@ class Membership:
         self.config = config or MembershipConfig()
         self.rng = rng or random.Random()
         self.out = Outbox()
-        self.members: dict[bytes, Member] = {}
+        self.committee = frozenset(committee)
+        self.members: dict[bytes, Member] = {}  # committee members only
+        self.outsiders: dict[bytes, Member] = {}  # other peers that introduced themselves (bounded)
         self._suspects: dict[bytes, Member] = {}  # the members in SUSPECT, for cheap deadlines
         self.awareness = 0
-        self._host, self._port, self._api_port, self._roles = host, port, api_port, roles
+        self._host, self._port, self._api_port = host, port, api_port
         self.incarnation = incarnation
         self.record = self._sign_record()
         self._seeds = list(seeds or [])
@@ -167,13 +192,16 @@ class Membership:
         self._started = False
         self._next_probe = self._next_gossip = self._next_sync = self._next_reconnect = math.inf
         self._next_reap = math.inf
+        self._now = 0.0  # the latest time we were given (for calls that take none)
         self.counters = {"probes": 0, "probe_failures": 0, "refutations": 0, "forged_records": 0,
-                         "suspicions": 0, "deaths": 0}
+                         "suspicions": 0, "deaths": 0, "outsiders_admitted": 0, "outsiders_refused": 0,
+                         "outsiders_expired": 0, "outsider_claims_ignored": 0}
 
     # ---- public surface -------------------------------------------------------------------
     def start(self, now: float) -> None:
         """Begin: dial the seeds and schedule the periodic work with a random phase."""
         self._started = True
+        self._now = now
         jitter = self.rng.random
         self._next_probe = now + self.config.probe_interval * jitter()
         self._next_gossip = now + self.config.gossip_interval * jitter()
@@ -181,10 +209,56 @@ class Membership:
         self._next_reconnect = now + self.config.reconnect_interval * (0.5 + jitter())
         self._next_reap = now + self.config.probe_interval * 10
         self._persist_incarnation()
+        self.out.add(Committee(self.committee))
         self._dial_seeds(now)
 
     def add_seeds(self, seeds: list[tuple[str, int]]) -> None:
         self._seeds.extend(s for s in seeds if s not in self._seeds)
+
+    def is_committee(self, peer_id: bytes) -> bool:
+        return peer_id in self.committee
+
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """The committee changed (an epoch change). Promoted outsiders become full members;
+        demoted members join the bounded outsiders (or are dropped if that table is full) and their
+        stored records are deleted. Perform `out` afterwards (it tells the transport too)."""
+        ids = frozenset(ids)
+        if ids == self.committee:
+            return
+        now = self._now
+        was_member = self.id in self.committee
+        self.committee = ids
+        batch = Batch()
+        for peer_id in [p for p in self.members if p not in ids]:
+            m = self.members.pop(peer_id)
+            self._suspects.pop(peer_id, None)
+            self._queue.pop(peer_id, None)
+            if m.record is not None:
+                batch.delete_peer(peer_id)
+            if m.record is not None and m.state in (ALIVE, SUSPECT) and len(self.outsiders) < self.config.max_outsiders:
+                m.state, m.heard_at = ALIVE, now
+                m.suspect_deadline, m.confirmations = math.inf, set()
+                self.outsiders[peer_id] = m
+            else:
+                self.out.add(Forget(peer_id))
+        for peer_id in [p for p in self.outsiders if p in ids]:
+            m = self.outsiders.pop(peer_id)
+            m.changed_at = now
+            self.members[peer_id] = m
+            assert m.record is not None
+            self.out.add(Learn(m.record, persist=True))
+            self.out.add(Notify(MemberChanged(peer_id, None, ALIVE)))
+            self._enqueue(Update(ALIVE, peer_id, m.incarnation, peer_id, m.record_bytes))  # members who never met it
+        if len(batch):
+            self.out.add(Persist(batch))
+        self._probe_order = []
+        if (self.id in ids) != was_member:
+            # Our record's roles claim changes: re-sign it under a new incarnation so it spreads.
+            self.incarnation += 1
+            self.record = self._sign_record()
+            self._persist_incarnation()
+            self._enqueue(self._self_update())
+        self.out.add(Committee(ids))
 
     def on_dialed(self, peer_id: bytes, now: float) -> None:
         """A seed answered and proved it is `peer_id`: ask for its view of the group."""
@@ -200,17 +274,21 @@ class Membership:
             self._seed_retry = min(self._seed_retry * 2, self.config.seed_retry_max)
 
     def alive(self) -> list[bytes]:
-        """Members other than us believed alive (suspects count: they may be fine)."""
+        """Committee members other than us believed alive (suspects count: they may be fine)."""
         return [m.peer_id for m in self.members.values() if m.state in (ALIVE, SUSPECT)]
+
+    def outsider_ids(self) -> list[bytes]:
+        """The outsiders in our table (they spoke to us within `outsider_ttl`)."""
+        return list(self.outsiders)
 
     def state_of(self, peer_id: bytes) -> int | None:
         if peer_id == self.id:
             return ALIVE
-        m = self.members.get(peer_id)
+        m = self.members.get(peer_id) or self.outsiders.get(peer_id)
         return None if m is None else m.state
 
     def group_size(self) -> int:
-        """n: live members including ourselves."""
+        """n: live committee members, ourselves included (outsiders never stretch the timings)."""
         return 1 + sum(1 for m in self.members.values() if m.state in (ALIVE, SUSPECT))
 
     def leave(self, now: float) -> None:
@@ -234,6 +312,7 @@ class Membership:
     def tick(self, now: float) -> None:
         if not self._started:
             return
+        self._now = now
         if now >= self._next_seed_dial:
             self._next_seed_dial = math.inf
             self._dial_seeds(now)
@@ -260,13 +339,9 @@ class Membership:
             if dead:
                 self.out.send(self.rng.choice(dead), Sync(False, False, self._snapshot()))
         if now >= self._next_reap:
+            # Committee members are never reaped (they keep their place); outsiders that went quiet are.
             self._next_reap = now + self.config.probe_interval * 10
-            for m in list(self.members.values()):
-                if m.state in (DEAD, LEFT) and now - m.changed_at >= self.config.reap_after:
-                    del self.members[m.peer_id]
-                    self._suspects.pop(m.peer_id, None)
-                    self._queue.pop(m.peer_id, None)
-                    self.out.add(Forget(m.peer_id))
+            self._expire_outsiders(now)
 
     def _tick_probe(self, now: float) -> None:
         probe = self._probe
@@ -275,7 +350,7 @@ class Membership:
                 probe.indirect_sent = True
                 relays = self._pick([p for p in self.alive() if p != probe.target],
                                     self.config.indirect_checks)
-                probe.relays = len(relays)
+                probe.relays = frozenset(relays)
                 for relay in relays:
                     self.out.send(relay, PingReq(probe.seq, probe.target, self._piggyback()))
             if now >= probe.fail_at:
@@ -297,7 +372,11 @@ class Membership:
         self._probe = _Probe(target, seq, now + self.config.probe_timeout * scale,
                              now + self.config.probe_interval * scale * 0.95)
         self.counters["probes"] += 1
-        self.out.send(target, Ping(seq, target, self._piggyback()))
+        updates = self._piggyback()
+        if self.id not in self.committee:
+            # We are an outsider to them: only our own word about ourselves makes us known.
+            updates = (self._self_update(), *updates[:MAX_PIGGYBACK - 1])
+        self.out.send(target, Ping(seq, target, updates))
 
     def _next_probe_target(self) -> bytes | None:
         while self._probe_order:
@@ -314,7 +393,7 @@ class Membership:
     def _probe_failed(self, probe: _Probe, now: float) -> None:
         self.counters["probe_failures"] += 1
         # Lifeguard: relays that did not even nack point at our own connectivity.
-        missed_nacks = max(0, probe.relays - probe.nacks)
+        missed_nacks = max(0, len(probe.relays) - len(probe.nacked))
         self._adjust_awareness(1 + min(missed_nacks, 1))
         m = self.members.get(probe.target)
         if m is not None and m.state == ALIVE:
@@ -325,25 +404,37 @@ class Membership:
 
     # ---- message handling ---------------------------------------------------------------------
     def handle(self, src: bytes, msg: Message, now: float) -> None:
+        self._now = now
         kind = type(msg)
+        outsider = src not in self.committee
+        if outsider:
+            known = self.outsiders.get(src)
+            if known is not None:
+                known.heard_at = now
         if kind is Ping:
             self._updates(src, msg.updates, now)
             if msg.target == self.id:
-                self.out.send(src, Ack(msg.seq, self._piggyback()))
+                self.out.send(src, Ack(msg.seq, self._peek() if outsider else self._piggyback()))
         elif kind is Ack:
             self._updates(src, msg.updates, now)
-            self._on_ack(msg.seq)
+            self._on_ack(src, msg.seq)
         elif kind is PingReq:
+            if outsider:
+                # Outsiders probe members themselves; relaying for them would let anyone make us
+                # ping on their behalf (and they are never asked to relay for us).
+                self.counters["outsider_claims_ignored"] += 1
+                return
             self._updates(src, msg.updates, now)
             if msg.target == self.id:
                 self.out.send(src, Ack(msg.seq, self._piggyback()))
-            elif msg.target in self.members:
+            elif msg.target in self.members and len(self._relays) < self.config.max_relays:
                 seq = self._next_seq()
-                self._relays[seq] = _Relay(src, msg.seq, now + self.config.probe_timeout)
+                self._relays[seq] = _Relay(src, msg.seq, msg.target, now + self.config.probe_timeout)
                 self.out.send(msg.target, Ping(seq, msg.target, self._piggyback()))
         elif kind is Nack:
-            if self._probe is not None and self._probe.seq == msg.seq:
-                self._probe.nacks += 1
+            probe = self._probe
+            if probe is not None and probe.seq == msg.seq and src in probe.relays:
+                probe.nacked.add(src)
         elif kind is Gossip:
             self._updates(src, msg.updates, now)
         elif kind is Sync:
@@ -353,51 +444,56 @@ class Membership:
         else:
             raise TypeError(f"membership does not handle {kind.__name__}")
 
-    def _on_ack(self, seq: int) -> None:
-        relay = self._relays.pop(seq, None)
+    def _on_ack(self, src: bytes, seq: int) -> None:
+        # Only the peer that was pinged (or a member we asked to ping it) can vouch for it:
+        # otherwise anybody who guessed our next sequence number could keep a dead member alive.
+        relay = self._relays.get(seq)
         if relay is not None:
-            self.out.send(relay.origin, Ack(relay.origin_seq, ()))
+            if src == relay.target:
+                del self._relays[seq]
+                self.out.send(relay.origin, Ack(relay.origin_seq, ()))
             return
-        if self._probe is not None and self._probe.seq == seq:
+        probe = self._probe
+        if probe is not None and probe.seq == seq and (src == probe.target or src in probe.relays):
             self._probe = None
             self._adjust_awareness(-1)
 
     def _updates(self, src: bytes, updates: tuple[Update, ...], now: float, *, from_sync: bool = False) -> None:
+        from_member = src in self.committee
         for update in updates:
-            self._apply(src, update, now, from_sync)
+            if update.peer_id == self.id:
+                if from_member:
+                    self._about_me(src, update)
+            elif update.peer_id not in self.committee:
+                if update.peer_id == src:
+                    self._outsider_speaks(update, now)
+                else:
+                    self.counters["outsider_claims_ignored"] += 1
+            elif from_member or (update.state == ALIVE and update.record):
+                self._apply(src, update, now, from_sync)
+            else:
+                self.counters["outsider_claims_ignored"] += 1
 
     def _apply(self, src: bytes, u: Update, now: float, from_sync: bool) -> None:
-        if u.peer_id == self.id:
-            self._about_me(src, u)
-            return
+        """An update about a committee member (from a member, or a signed alive record from anyone)."""
         m = self.members.get(u.peer_id)
         record: PeerRecord | None = None
         if u.record:
             if m is not None and m.record_bytes == u.record:
                 record = m.record
             else:
-                try:
-                    record = PeerRecord.decode(u.record)
-                except DecodeError as exc:
-                    self._forged(src, f"malformed peer record: {exc}")
+                genuine, record = self._verified(src, u, None if m is None else m.record)
+                if not genuine:
                     return
-                if record.peer_id != u.peer_id or (u.state == ALIVE and record.incarnation != u.incarnation):
-                    self._forged(src, "peer record does not match its update")
-                    return
-                if m is not None and m.record is not None and record.incarnation <= m.record.incarnation:
-                    record = None  # stale: not worth a signature check, and not used
-                elif not record.signature_valid(self.network_id):
-                    self._forged(src, f"forged peer record for {u.peer_id.hex()[:12]}")
-                    return
-                elif m is not None:
+                if record is not None and m is not None:
                     m.record, m.record_bytes = record, u.record
-                    self.out.add(Learn(record))
+                    self.out.add(Learn(record, persist=True))
         if u.state == ALIVE:
             if record is None:
                 return  # an alive claim must carry the peer's own (new) signature
             if m is None:
                 self.members[u.peer_id] = Member(u.peer_id, ALIVE, u.incarnation, now, record, u.record)
-                self.out.add(Learn(record))
+                self.out.add(Learn(record, persist=True))
                 self.out.add(Notify(MemberChanged(u.peer_id, None, ALIVE)))
                 self._enqueue(u)
             elif u.incarnation > m.incarnation:
@@ -414,7 +510,7 @@ class Membership:
                 if state == SUSPECT:
                     self._suspects[m.peer_id] = m
                     self._arm_suspicion(m, u.origin, now)
-                self.out.add(Learn(record))
+                self.out.add(Learn(record, persist=True))
                 self.out.add(Notify(MemberChanged(u.peer_id, None, state)))
             return
         # Unsigned claims may not run ahead of the member's own signed incarnation: otherwise
@@ -432,6 +528,59 @@ class Membership:
         elif m.state not in (DEAD, LEFT):
             self._set_state(m, state, u.incarnation, now)
             self._enqueue(Update(state, m.peer_id, u.incarnation, u.origin, b""))
+
+    def _verified(self, src: bytes, u: Update, known: PeerRecord | None) -> tuple[bool, PeerRecord | None]:
+        """(genuine, record): record is the update's record if it is newer than `known` and signed
+        by its peer, None if stale. Forged or mismatched records are not genuine and penalise `src`."""
+        try:
+            record = PeerRecord.decode(u.record)
+        except DecodeError as exc:
+            self._forged(src, f"malformed peer record: {exc}")
+            return False, None
+        if record.peer_id != u.peer_id or (u.state == ALIVE and record.incarnation != u.incarnation):
+            self._forged(src, "peer record does not match its update")
+            return False, None
+        if known is not None and record.incarnation <= known.incarnation:
+            return True, None  # stale: not worth a signature check, and not used
+        if not record.signature_valid(self.network_id):
+            self._forged(src, f"forged peer record for {u.peer_id.hex()[:12]}")
+            return False, None
+        return True, record
+
+    def _outsider_speaks(self, u: Update, now: float) -> None:
+        """An outsider's word about itself: the only way into (or out of) the outsiders table."""
+        m = self.outsiders.get(u.peer_id)
+        if u.state != ALIVE:
+            if m is not None and u.state == LEFT:
+                self._drop_outsider(u.peer_id)
+            return
+        if not u.record or (m is not None and m.record_bytes == u.record):
+            return
+        if m is None and len(self.outsiders) >= self.config.max_outsiders:
+            self._expire_outsiders(now)
+            if len(self.outsiders) >= self.config.max_outsiders:
+                self.counters["outsiders_refused"] += 1  # refused before any signature work
+                return
+        _, record = self._verified(u.peer_id, u, None if m is None else m.record)
+        if record is None:
+            return
+        if m is None:
+            self.outsiders[u.peer_id] = Member(u.peer_id, ALIVE, u.incarnation, now, record, u.record,
+                                               heard_at=now)
+            self.counters["outsiders_admitted"] += 1
+        else:
+            m.record, m.record_bytes, m.incarnation, m.heard_at = record, u.record, u.incarnation, now
+        self.out.add(Learn(record, persist=False))
+
+    def _expire_outsiders(self, now: float) -> None:
+        horizon = now - self.config.outsider_ttl
+        for peer_id in [p for p, m in self.outsiders.items() if m.heard_at < horizon]:
+            self.counters["outsiders_expired"] += 1
+            self._drop_outsider(peer_id)
+
+    def _drop_outsider(self, peer_id: bytes) -> None:
+        del self.outsiders[peer_id]
+        self.out.add(Forget(peer_id))
 
     def _forged(self, src: bytes, reason: str) -> None:
         self.counters["forged_records"] += 1
@@ -526,6 +675,12 @@ class Membership:
                 self._queue.pop(q.update.peer_id, None)
         return tuple(q.update for q in chosen)
 
+    def _peek(self, limit: int = MAX_PIGGYBACK) -> tuple[Update, ...]:
+        """Updates to share with an outsider: they do not use up the retransmits the committee needs."""
+        if not self._queue:
+            return ()
+        return tuple(q.update for q in sorted(self._queue.values(), key=lambda q: q.transmits)[:limit])
+
     def _gossip_round(self) -> None:
         if not self._queue:
             return
@@ -540,6 +695,8 @@ class Membership:
             self.out.send(target, Gossip(updates))
 
     def _snapshot(self) -> tuple[Update, ...]:
+        # Ourselves and the committee: never an outsider (nobody takes an outsider's record from a
+        # third party, so relaying one would only cost bandwidth).
         entries = [self._self_update()]
         for m in self.members.values():
             if m.record_bytes and len(entries) < MAX_SYNC_MEMBERS:
@@ -557,8 +714,9 @@ class Membership:
         return Update(ALIVE, self.id, self.incarnation, self.id, self.record.encode())
 
     def _sign_record(self) -> PeerRecord:
+        roles = ROLE_COMMITTEE if self.id in self.committee else 0
         return PeerRecord.create(self.key, self.network_id, self._host, self._port, self._api_port,
-                                 self.incarnation, self._roles)
+                                 self.incarnation, roles)
 
     def _persist_incarnation(self) -> None:
         batch = Batch()

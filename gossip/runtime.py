@@ -22,6 +22,7 @@ from crypto.errors import RemoteProtocolError
 from crypto.schema import Message, decode_any
 from gossip.broadcast import Broadcast
 from gossip.effects import (
+    Committee,
     Dial,
     Forget,
     Learn,
@@ -131,6 +132,11 @@ class Runtime:
 
     def deliver(self, src: bytes, payload: bytes) -> None:
         """Handle one message from an authenticated peer."""
+        if self.links.is_banned(src):
+            # Its link is cut, but what it sent before the ban may still be queued: a fresh key's
+            # first invalid message must be its last, not the first of a frameful.
+            self.dropped += 1
+            return
         try:
             msg = decode_any(payload)
         except RemoteProtocolError as exc:
@@ -196,6 +202,8 @@ class Runtime:
                     self._dial(effect)
                 elif kind is Forget:
                     self.links.forget(effect.peer_id)
+                elif kind is Committee:
+                    self.links.set_committee(effect.ids)
                 elif kind is Penalize:
                     if effect.peer_id != self.id:
                         self.links.penalize(effect.peer_id, effect.penalty, effect.reason)
@@ -232,7 +240,7 @@ class Runtime:
     def _learn(self, effect: Learn) -> None:
         record = effect.record
         self.links.set_address(record.peer_id, record.host, record.port)
-        if self.writer is not None:
+        if effect.persist and self.writer is not None:
             batch = Batch()
             batch.put_peer(record.peer_id, record.encode())
             self.writer.submit(batch)

@@ -14,14 +14,18 @@ Nothing a remote sends can stop the transport: each connection's task catches th
 network or a hostile peer can cause (`CONNECTION_FAILURES`), for that connection only. A
 `RemoteProtocolError` after the handshake penalises the authenticated peer; before it, the
 connection is just closed (there is nobody proven to blame, and all devnet peers share one IP).
+
+Who may connect is `gossip.admission`'s decision: committee peers always get a link; outsiders and
+clients share bounded classes. Outsiders also share one budget of messages and bytes read per
+second (their reads wait beyond it), one budget of dials per second, and a short send queue each.
+Refusals and failures caused from outside are logged through a `LogThrottle`.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from functools import partial
 
 import trio
@@ -29,11 +33,19 @@ import trio
 from crypto.errors import RemoteProtocolError
 from crypto.keys import SigningKey
 from crypto.messages import ROLE_CLIENT, ROLE_PEER
+from gossip.admission import Admission, Kind
 from gossip.channel import max_message, take_batch
 from gossip.client import CONNECTION_FAILURES, ClientHandler, serve_client
 from gossip.connection import Connection, TransportStats, accept, connect, remote_address
-from gossip.handshake import NetworkMismatch, PeerBanned, WrongPeer
-from gossip.limits import DEFAULT_LIMITS, PenaltyBook, TransportLimits, backoff_delay
+from gossip.handshake import Busy, NetworkMismatch, PeerBanned, WrongPeer
+from gossip.limits import (
+    DEFAULT_LIMITS,
+    LogThrottle,
+    PenaltyBook,
+    TokenBucket,
+    TransportLimits,
+    backoff_delay,
+)
 from gossip.links import ConnectError
 
 log = logging.getLogger("meshpay.transport")
@@ -95,6 +107,7 @@ class TcpTransport:
         port: int = 0,
         limits: TransportLimits = DEFAULT_LIMITS,
         client_handler: ClientHandler | None = None,
+        committee: frozenset[bytes] = frozenset(),
     ) -> None:
         self.identity = identity
         self.peer_id = identity.public
@@ -110,7 +123,13 @@ class TcpTransport:
         self._peers: dict[bytes, _Peer] = {}
         self._book = PenaltyBook(limits.penalty_threshold, limits.penalty_half_life, limits.ban_seconds)
         self._nursery: trio.Nursery | None = None
-        self._per_host: collections.Counter[str] = collections.Counter()
+        self._admission = Admission(limits, committee)
+        self._handshaking: OrderedDict[object, trio.CancelScope] = OrderedDict()  # oldest first
+        self._log = LogThrottle(log, limits.log_burst, limits.log_interval)
+        # Class budgets for outsiders; made in serve(), where there is a clock.
+        self._outsider_messages: TokenBucket | None = None
+        self._outsider_bytes: TokenBucket | None = None
+        self._outsider_dials: TokenBucket | None = None
         self._max_message = max_message(limits.max_frame)
         self._rng = random.Random()
 
@@ -127,7 +146,7 @@ class TcpTransport:
             nursery is None
             or peer is None
             or peer.addr is None
-            or len(peer.queue) >= self.limits.max_queue
+            or len(peer.queue) >= self._queue_limit(peer_id)
             or len(payload) > self._max_message
             or self.is_banned(peer_id)
         ):
@@ -155,9 +174,15 @@ class TcpTransport:
             peer.addr = None
             self._disconnect(peer)
 
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """The committee changed: links whose class changed are closed (they reconnect and are
+        classed afresh)."""
+        for conn in self._admission.set_committee(ids):
+            conn.close()
+
     def penalize(self, peer_id: bytes, penalty: int, reason: str) -> None:
-        log.log(logging.INFO if penalty > 0 else logging.DEBUG, "penalty %s for %s: %s",
-                penalty, _short(peer_id), reason)
+        self._log.log(trio.current_time(), logging.INFO if penalty > 0 else logging.DEBUG, "penalty",
+                      "penalty %s for %s: %s", penalty, _short(peer_id), reason)
         if self._book.penalize(peer_id, penalty, trio.current_time()):
             self.stats.bans += 1
             log.warning("banning %s for %.0f s: %s", _short(peer_id), self.limits.ban_seconds, reason)
@@ -185,6 +210,13 @@ class TcpTransport:
     def is_banned(self, peer_id: bytes) -> bool:
         return self._book.banned(peer_id, trio.current_time())
 
+    def is_committee(self, peer_id: bytes) -> bool:
+        return peer_id in self._admission.committee
+
+    def sessions(self, kind: Kind) -> int:
+        """Inbound connections of a class now open."""
+        return self._admission.count(kind)
+
     def connected(self, peer_id: bytes) -> bool:
         """Whether we hold an open outbound connection to the peer."""
         peer = self._peers.get(peer_id)
@@ -200,6 +232,12 @@ class TcpTransport:
             raise RuntimeError("serve() is already running")
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
+        now, limits = trio.current_time(), self.limits
+        self._outsider_messages = TokenBucket(limits.outsider_messages_per_second,
+                                              2 * limits.outsider_messages_per_second, now)
+        self._outsider_bytes = TokenBucket(limits.outsider_bytes_per_second, 2 * limits.outsider_bytes_per_second, now)
+        self._outsider_dials = TokenBucket(limits.outsider_dials_per_second,
+                                           max(1.0, 2 * limits.outsider_dials_per_second), now)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -295,14 +333,19 @@ class TcpTransport:
                 if not peer.queue or peer.addr is None or peer.connected():
                     continue  # things changed while we slept: re-check from the top
             host, port = peer.addr
+            if not self._may_dial(peer.peer_id):
+                self.stats.connections_refused["outsider_dial_rate"] += 1
+                self._drop_queue(peer)
+                return None
             try:
                 conn = await connect(host, port, self.identity, self.network_id, self.limits,
                                      self.stats, expect=peer.peer_id, admit=self._admit)
             except CONNECTION_FAILURES as exc:
                 peer.failures += 1
                 self.stats.handshake_failures[type(exc).__name__] += 1
-                log.info("dial %s at %s:%d failed (attempt %d): %s: %s", _short(peer.peer_id), host,
-                         port, peer.failures, type(exc).__name__, exc)
+                self._log.log(trio.current_time(), logging.INFO, "dial failed",
+                              "dial %s at %s:%d failed (attempt %d): %s: %s", _short(peer.peer_id), host,
+                              port, peer.failures, type(exc).__name__, exc)
                 continue
             if peer.addr is None or self._peers.get(peer.peer_id) is not peer:
                 conn.close()  # forgotten while we were dialing
@@ -343,27 +386,20 @@ class TcpTransport:
 
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
         host, port = remote_address(stream)
-        limits = self.limits
-        refusal = None
-        if self.stats.inbound_sockets >= limits.max_connections:
-            refusal = "max_connections"
-        elif self._per_host[host] >= limits.max_per_address:
-            refusal = "max_per_address"
-        if refusal is not None:
-            self.stats.connections_refused[refusal] += 1
-            log.info("refusing %s:%d: %s reached", host, port, refusal)
-            stream.socket.close()
-            return
         self.stats.inbound_sockets += 1
-        self._per_host[host] += 1
         try:
-            try:
-                conn = await accept(stream, self.identity, self.network_id, limits, self.stats,
-                                    accept_roles=self._accept_roles(), admit=self._admit)
-            except CONNECTION_FAILURES as exc:
-                self.stats.handshake_failures[type(exc).__name__] += 1
-                log.info("handshake from %s:%d failed: %s: %s", host, port, type(exc).__name__, exc)
+            conn = await self._handshake_inbound(stream, host, port)
+            if conn is None:
                 return
+            try:
+                victims = self._admission.admit(conn, trio.current_time())
+            except Busy as exc:  # the class filled up while this handshake ran
+                self._refused(host, port, exc.reason)
+                conn.close()
+                return
+            for victim in victims:
+                self.stats.connections_evicted["client" if victim.role == ROLE_CLIENT else "peer"] += 1
+                victim.close()
             self.stats.connections_accepted += 1
             self.stats.connections_open += 1
             try:
@@ -373,12 +409,55 @@ class TcpTransport:
                     await self._run_inbound_peer(conn)
             finally:
                 self.stats.connections_open -= 1
+                self._admission.release(conn)
         finally:
             self.stats.inbound_sockets -= 1
-            self._per_host[host] -= 1
-            if self._per_host[host] <= 0:
-                del self._per_host[host]
             stream.socket.close()
+
+    async def _handshake_inbound(self, stream: trio.SocketStream, host: str, port: int) -> Connection | None:
+        """Run the responder's handshake under the handshake-slot limit; None if it did not finish.
+
+        Nobody is proven before the handshake, so no address or key can be preferred here: when
+        all slots are taken, the oldest handshake is dropped for the newest. A flood of slow
+        handshakes can then delay a peer's (fast) handshake, but never lock it out for long.
+        """
+        if len(self._handshaking) >= self.limits.max_handshakes:
+            _, oldest = self._handshaking.popitem(last=False)
+            oldest.cancel()
+            self.stats.connections_evicted["handshake"] += 1
+        token = object()
+        with trio.CancelScope() as scope:
+            self._handshaking[token] = scope
+            try:
+                return await accept(stream, self.identity, self.network_id, self.limits, self.stats,
+                                    accept_roles=self._accept_roles(),
+                                    admit=partial(self._admit_inbound, host),
+                                    screen=partial(self._screen, host))
+            except Busy as exc:
+                self._refused(host, port, exc.reason)
+            except CONNECTION_FAILURES as exc:
+                self.stats.handshake_failures[type(exc).__name__] += 1
+                self._log.log(trio.current_time(), logging.INFO, "handshake failed",
+                              "handshake from %s:%d failed: %s: %s", host, port, type(exc).__name__, exc)
+            finally:
+                self._handshaking.pop(token, None)
+        if scope.cancelled_caught:
+            self._log.log(trio.current_time(), logging.INFO, "handshake evicted",
+                          "dropped the handshake from %s:%d: %d newer ones were waiting", host, port,
+                          self.limits.max_handshakes)
+        return None
+
+    def _refused(self, host: str, port: int, reason: str) -> None:
+        self.stats.connections_refused[reason] += 1
+        self._log.log(trio.current_time(), logging.INFO, f"refused ({reason})",
+                      "refusing %s:%d: %s", host, port, reason)
+
+    def _screen(self, host: str, peer_id: bytes, role: int) -> None:
+        self._admission.screen(peer_id, role, host, trio.current_time())
+
+    def _admit_inbound(self, host: str, peer_id: bytes, role: int) -> None:
+        self._admit(peer_id, role)
+        self._admission.check(peer_id, role, host, trio.current_time())
 
     def _accept_roles(self) -> frozenset[int]:
         return frozenset({ROLE_PEER, ROLE_CLIENT}) if self.client_handler else frozenset({ROLE_PEER})
@@ -418,6 +497,8 @@ class TcpTransport:
                 if messages is None:
                     log.debug("%s closed its connection", who)
                     return
+                if conn.peer_id not in self._admission.committee:
+                    await self._outsider_budget(messages)
                 for msg in messages:
                     try:
                         deliver.send_nowait((conn.peer_id, msg))
@@ -426,16 +507,38 @@ class TcpTransport:
         except RemoteProtocolError as exc:
             if not conn.closed:
                 self.stats.protocol_errors[type(exc).__name__] += 1
-                log.warning("%s broke the protocol: %s: %s", who, type(exc).__name__, exc)
+                self._log.log(trio.current_time(), logging.WARNING, "protocol error",
+                              "%s broke the protocol: %s: %s", who, type(exc).__name__, exc)
                 conn.close()
                 self.penalize(conn.peer_id, exc.penalty, f"{type(exc).__name__}: {exc}")
         except trio.TooSlowError:
             log.debug("closing connection from %s idle for %.0f s", who, idle)
         except CONNECTION_FAILURES as exc:
             if not conn.closed:
-                log.info("connection with %s failed: %s: %s", who, type(exc).__name__, exc)
+                self._log.log(trio.current_time(), logging.INFO, "connection failed",
+                              "connection with %s failed: %s: %s", who, type(exc).__name__, exc)
         finally:
             conn.close()
+
+    async def _outsider_budget(self, messages: list[bytes]) -> None:
+        """Charge what an outsider's link delivered to the shared outsider budget; wait (and so
+        stop reading from this link: TCP pushes back on the sender) while the class is in debt."""
+        assert self._outsider_messages is not None and self._outsider_bytes is not None
+        now = trio.current_time()
+        wait = max(self._outsider_messages.debit(now, len(messages)),
+                   self._outsider_bytes.debit(now, sum(map(len, messages))))
+        if wait > 0:
+            self.stats.outsider_waits += 1
+            await trio.sleep(wait)
+
+    def _queue_limit(self, peer_id: bytes) -> int:
+        return self.limits.max_queue if peer_id in self._admission.committee else self.limits.outsider_queue
+
+    def _may_dial(self, peer_id: bytes) -> bool:
+        if peer_id in self._admission.committee:
+            return True
+        assert self._outsider_dials is not None
+        return self._outsider_dials.take(trio.current_time())
 
     # ---- teardown ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ then the file, then the defaults. Relative paths in the file are relative to the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -28,6 +29,10 @@ from pydantic_settings import (
 
 from crypto.errors import MeshpayError
 from peer.hosts import check_host, is_loopback, is_wildcard
+from gossip.broadcast import BroadcastConfig
+from gossip.limits import DEFAULT_LIMITS as _PORT
+from gossip.limits import TransportLimits
+from gossip.membership import MembershipConfig
 
 
 class ConfigError(MeshpayError):
@@ -142,6 +147,37 @@ class TuningSettings(BaseModel):
     shutdown_grace: float = Field(5.0, ge=0)
 
 
+class PeerPortSettings(BaseModel):
+    """Who may hold a connection on the peer port and what outsiders may cost (docs/security.md)."""
+
+    max_handshakes: int = Field(_PORT.max_handshakes, ge=1)
+    max_per_address: int = Field(_PORT.max_per_address, ge=1)
+    max_links_per_peer: int = Field(_PORT.max_links_per_peer, ge=1)
+    max_outsider_links: int = Field(_PORT.max_outsider_links, ge=1)
+    max_client_sessions: int = Field(_PORT.max_client_sessions, ge=1)
+    client_idle_timeout: float = Field(_PORT.client_idle_timeout, gt=0)
+    evict_idle: float = Field(_PORT.evict_idle, gt=0)
+    outsider_handshakes_per_second: float = Field(_PORT.outsider_handshakes_per_second, gt=0)
+    client_handshakes_per_second: float = Field(_PORT.client_handshakes_per_second, gt=0)
+    outsider_messages_per_second: float = Field(_PORT.outsider_messages_per_second, gt=0)
+    outsider_bytes_per_second: float = Field(_PORT.outsider_bytes_per_second, ge=1024)
+    outsider_dials_per_second: float = Field(_PORT.outsider_dials_per_second, gt=0)
+    outsider_queue: int = Field(_PORT.outsider_queue, ge=1)
+    log_burst: int = Field(_PORT.log_burst, ge=1)
+    log_interval: float = Field(_PORT.log_interval, gt=0)
+
+    def limits(self) -> TransportLimits:
+        return replace(_PORT, **self.model_dump())
+
+
+class MembershipSettings(BaseModel):
+    """How much room peers outside the committee get in membership and broadcast."""
+
+    max_outsiders: int = Field(MembershipConfig.max_outsiders, ge=1)
+    outsider_ttl: float = Field(MembershipConfig.outsider_ttl, gt=0)
+    observer_fanout: int = Field(BroadcastConfig.observer_fanout, ge=0)
+
+
 class PeerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESHPAY_", env_nested_delimiter="__", extra="forbid")
 
@@ -153,6 +189,8 @@ class PeerSettings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
+    peer_port: PeerPortSettings = Field(default_factory=PeerPortSettings)
+    membership: MembershipSettings = Field(default_factory=MembershipSettings)
 
     _toml_file: ClassVar[Path | None] = None
 
@@ -276,6 +314,42 @@ max_in_flight = 20000
 vote_hedge_factor = 3.0
 # Seconds a shutdown waits for payments in flight before failing them.
 shutdown_grace = 5.0
+
+[peer_port]
+# Limits on the peer port. Committee peers (from the genesis) always get a link; other peers
+# ("outsiders") and clients share the bounded room below (docs/security.md).
+# Sockets still in the handshake; when full the oldest is dropped for the newest.
+max_handshakes = 64
+# Client sessions plus outsider links from one IP address (committee peers are not counted).
+max_per_address = 128
+# Inbound links from one peer key; a new one replaces the oldest.
+max_links_per_peer = 4
+max_outsider_links = 32
+max_client_sessions = 256
+# A client session with no message either way for this long is closed.
+client_idle_timeout = 30.0
+# A full table closes its longest-idle session for a newcomer if it has been idle this long.
+evict_idle = 5.0
+# Handshakes per second from keys outside the committee, and from clients (refused on the Hello).
+outsider_handshakes_per_second = 10.0
+client_handshakes_per_second = 5.0
+# What all outsiders together may make this peer read; beyond it their reads wait.
+outsider_messages_per_second = 500.0
+outsider_bytes_per_second = 262144
+outsider_dials_per_second = 2.0
+# Messages waiting to go to one outsider.
+outsider_queue = 64
+# Refusals and failures logged per kind per interval (the rest are summed up in one line).
+log_burst = 10
+log_interval = 10.0
+
+[membership]
+# Peers outside the committee held at once (only ones that introduced themselves), and for how
+# long one stays without talking to us. They are never written to disk.
+max_outsiders = 32
+outsider_ttl = 60.0
+# Extra copies of each relayed broadcast (certificates) sent to those peers.
+observer_fanout = 1
 """
 
 

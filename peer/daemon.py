@@ -24,7 +24,6 @@ from crypto import keystore
 from crypto.address import short
 from crypto.errors import MeshpayError
 from gossip.broadcast import BroadcastConfig
-from gossip.limits import TransportLimits
 from gossip.membership import MembershipConfig
 from gossip.transport import TcpTransport
 from peer import genesis as genesis_file
@@ -120,8 +119,10 @@ def node_config(settings: PeerSettings, port: int, api_port: int) -> NodeConfig:
         api_port=api_port,
         seeds=settings.seeds,
         membership=MembershipConfig(probe_interval=t.probe_interval, probe_timeout=t.probe_timeout,
-                                    gossip_interval=t.gossip_interval, sync_interval=t.sync_interval),
-        broadcast=BroadcastConfig(),
+                                    gossip_interval=t.gossip_interval, sync_interval=t.sync_interval,
+                                    max_outsiders=settings.membership.max_outsiders,
+                                    outsider_ttl=settings.membership.outsider_ttl),
+        broadcast=BroadcastConfig(observer_fanout=settings.membership.observer_fanout),
         gateway=GatewayConfig(deadline=t.payment_deadline, max_in_flight=t.max_in_flight,
                               hedge=t.vote_hedge_factor > 0, hedge_factor=t.vote_hedge_factor or 3.0),
         sync=SyncConfig(ae_interval=t.anti_entropy_interval),
@@ -174,7 +175,8 @@ class Daemon:
                 session.close()
 
         transport = TcpTransport(key, genesis.network_id, host=s.network.listen_host, port=s.network.listen_port,
-                                 limits=TransportLimits(), client_handler=client_handler)
+                                 limits=s.peer_port.limits(), client_handler=client_handler,
+                                 committee=frozenset(genesis.committee))
         delegate = _Delegate()
         http = HttpServer(delegate, HttpLimits(max_connections=s.api.max_connections, idle_timeout=s.api.idle_timeout,
                                                send_timeout=s.api.send_timeout,

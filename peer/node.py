@@ -27,10 +27,9 @@ from peer.lookup import MESSAGE_TYPES as LOOKUP_TYPES
 from peer.lookup import Lookup, PaymentReported
 from peer.settlement import MESSAGE_TYPES, Settlement, StatusAnswer
 from peer.sync import SyncConfig
-from store.db import Store
+from store.db import Batch, Store
 from store.group_commit import GroupCommitWriter
 
-ROLE_COMMITTEE = 1
 _RANK = {"pending": 0, CERTIFIED: 1, SETTLED: 2, FAILED: 3}
 RANK = _RANK
 
@@ -63,20 +62,28 @@ class Node:
         stored = store.get_meta("incarnation")
         incarnation = (stored + 1) if isinstance(stored, int) else 0
         seeds = [s for s in config.seeds if s != (config.host, config.port)]
+        committee = frozenset(genesis.committee)
+        # Stored records are redialled after a restart. Only committee members' are kept (an
+        # outsider's record is never stored; a database written before that rule may hold some:
+        # they are deleted once the writer runs).
+        self._stale_records = Batch()
         for peer_id, raw in store.peers():
+            if peer_id not in committee:
+                self._stale_records.delete_peer(peer_id)
+                continue
             try:
                 record = PeerRecord.decode(raw)
             except DecodeError:
                 continue
             if peer_id != self.id and (record.host, record.port) not in seeds:
                 seeds.append((record.host, record.port))
-        roles = ROLE_COMMITTEE if self.id in genesis.committee else 0
-        self.membership = Membership(key, genesis.network_id, config.host, config.port,
-                                     api_port=config.api_port, roles=roles, incarnation=incarnation,
+        self.membership = Membership(key, genesis.network_id, config.host, config.port, committee=committee,
+                                     api_port=config.api_port, incarnation=incarnation,
                                      seeds=seeds, config=config.membership, rng=rng)
         self.settlement = settlement_class(key, genesis, store, alive=self.membership.alive, rng=rng,
                                      gateway_config=config.gateway, sync_config=config.sync)
         self.broadcast = Broadcast(genesis.network_id, self.membership.alive, self.id,
+                                   observers=self.membership.outsider_ids, trusted=self.membership.is_committee,
                                    validate=self.settlement.validate_broadcast, config=config.broadcast, rng=rng)
         self.writer = GroupCommitWriter(store, sync=config.fsync, in_thread=config.writer_thread,
                                         flush_delay=config.flush_delay)
@@ -97,6 +104,8 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.writer.run)
+            if len(self._stale_records):
+                self.writer.submit(self._stale_records)
             self.settlement.start(trio.current_time())
             await nursery.start(self.runtime.run)
             task_status.started()
@@ -211,6 +220,11 @@ class Node:
         finally:
             self._reports.pop(order_id, None)
         return answers
+
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """The committee changed (an epoch change): membership, broadcast and the links follow."""
+        self.membership.set_committee(ids)
+        self.runtime.perform(self.membership.out.drain())
 
     def certificate(self, order_id: bytes) -> Certificate | None:
         return self.settlement.payment(order_id)[1]

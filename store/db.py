@@ -71,6 +71,9 @@ class Batch:
     def put_peer(self, peer_id: bytes, record: bytes) -> None:
         self.put(layout.peer_key(peer_id), record)
 
+    def delete_peer(self, peer_id: bytes) -> None:
+        self.delete(layout.peer_key(peer_id))
+
     def put_meta(self, name: str, value: object) -> None:
         self.put(layout.meta_key(name), codec.encode(value))
 

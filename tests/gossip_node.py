@@ -1,7 +1,7 @@
 """A gossip-only node for tests and benchmarks — NOT the peer daemon (no settlement, no store).
 
     python -m tests.gossip_node --key-seed HEX --network HEX [--port P] [--seed HOST:PORT ...]
-                                [--incarnation N] [--probe-interval S ...] [--quiet]
+                                [--committee HEX ...] [--incarnation N] [--probe-interval S ...] [--quiet]
 
 It runs the daemon's own classes — `TcpTransport` on 127.0.0.1, `Membership`, `Broadcast` and
 `Runtime` — and talks JSON lines so a test or benchmark can drive several of them as separate OS
@@ -24,6 +24,7 @@ stdin, one JSON object per line:
     {"cmd":"deliveries","clear":BOOL}  every delivery since start (or the last clear): [[id, t, hops], ...]
     {"cmd":"exit"}                      (EOF on stdin also exits)
 
+`--committee` lists the peer ids of the committee (default: only this node).
 Nothing is persisted: a restarted process must be given a higher `--incarnation` by whoever
 restarts it (the daemon keeps it in its store). Membership timings default to the library's
 `MembershipConfig`; the flags exist so tests can run faster timings.
@@ -76,7 +77,9 @@ class StandaloneNode:
         self.key = SigningKey.from_seed(bytes.fromhex(args.key_seed))
         self.network_id = bytes.fromhex(args.network)
         self.args = args
-        self.transport = TcpTransport(self.key, self.network_id, host=HOST, port=args.port)
+        self.committee = frozenset(bytes.fromhex(c) for c in args.committee) | {self.key.public}
+        self.transport = TcpTransport(self.key, self.network_id, host=HOST, port=args.port,
+                                      committee=self.committee)
         self.membership: Membership | None = None
         self.broadcast: Broadcast | None = None
         self.runtime: Runtime | None = None
@@ -96,7 +99,7 @@ class StandaloneNode:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(self.transport.serve)
             seeds = [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in self.args.seed)]
-            self.membership = Membership(self.key, self.network_id, HOST, port,
+            self.membership = Membership(self.key, self.network_id, HOST, port, committee=self.committee,
                                          incarnation=self.args.incarnation, seeds=seeds,
                                          config=self._config())
             self.broadcast = Broadcast(self.network_id, self.membership.alive, self.key.public,
@@ -214,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--network", required=True, help="32-byte network id, hex")
     p.add_argument("--port", type=int, default=0, help="listen port on 127.0.0.1 (0: any)")
     p.add_argument("--seed", action="append", default=[], metavar="HOST:PORT")
+    p.add_argument("--committee", action="append", default=[], metavar="HEX", help="a committee peer id")
     p.add_argument("--incarnation", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no per-delivery events (use the deliveries command)")
     p.add_argument("--fanout", type=int, default=None, help="broadcast fanout (default: about ln n + 1)")

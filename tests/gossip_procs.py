@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crypto.keys import SigningKey
+
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
@@ -72,6 +74,8 @@ class ProcCluster:
                 "--incarnation", str(node.incarnation), *self.extra_args]
         if self.quiet:
             args.append("--quiet")
+        for other in self.nodes:  # the whole cluster is the committee
+            args += ["--committee", SigningKey.from_seed(other.key_seed).public.hex()]
         for i in seed_nodes:
             if i != node.index:
                 assert self.nodes[i].port, f"seed node {i} has no port yet"

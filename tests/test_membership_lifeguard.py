@@ -16,11 +16,12 @@ from gossip.membership import Membership, MembershipConfig
 from gossip.wire import ALIVE, SUSPECT, Ack, Gossip, Ping, Update
 
 NETWORK = bytes(range(32))
+COMMITTEE = frozenset(SigningKey.from_seed(bytes([i]) * 32).public for i in range(5))
 
 
 def _member(i: int) -> Membership:
     return Membership(SigningKey.from_seed(bytes([i]) * 32), NETWORK, "127.0.0.1", 9000 + i,
-                      config=MembershipConfig())
+                      committee=COMMITTEE, config=MembershipConfig())
 
 
 def test_own_failed_probe_confirms_an_existing_suspicion() -> None:

@@ -22,8 +22,11 @@ def key(i: int) -> SigningKey:
     return SigningKey.from_seed(bytes([i]) * 32)
 
 
+COMMITTEE = frozenset(key(i).public for i in range(8))
+
+
 def member(i: int = 0) -> Membership:
-    m = Membership(key(i), NET, "127.0.0.1", 7000 + i, rng=random.Random(i))
+    m = Membership(key(i), NET, "127.0.0.1", 7000 + i, committee=COMMITTEE, rng=random.Random(i))
     m.start(0.0)
     m.out.drain()
     return m

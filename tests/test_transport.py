@@ -6,6 +6,7 @@ Waits are bounded by `trio.fail_after(10)` and poll for an outcome; nothing asse
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -42,12 +43,18 @@ from gossip.wire import HandshakeReject
 NET = bytes(range(32))
 HOST = "127.0.0.1"
 WAIT = 10
+# Transports made here are committee peers of each other (one key after the other from this
+# list); a test that wants an outsider passes its own key. Outsider limits: test_peer_port_limits.
+COMMITTEE_KEYS = [SigningKey.from_seed(bytes([i]) * 32) for i in range(1, 33)]
+COMMITTEE = frozenset(k.public for k in COMMITTEE_KEYS)
+_next_key = itertools.count()
 
 
 def make(net: bytes = NET, key: SigningKey | None = None, port: int = 0,
          handler: Callable[[ClientSession], Awaitable[None]] | None = None, **limits: Any) -> TcpTransport:
-    return TcpTransport(key or SigningKey.generate(), net, port=port, limits=TransportLimits(**limits),
-                        client_handler=handler)
+    key = key or COMMITTEE_KEYS[next(_next_key) % len(COMMITTEE_KEYS)]
+    return TcpTransport(key, net, port=port, limits=TransportLimits(**limits), client_handler=handler,
+                        committee=COMMITTEE)
 
 
 @asynccontextmanager
@@ -137,7 +144,7 @@ def test_transport_implements_links() -> None:
     t = make()
     assert isinstance(t, TcpTransport)
     links: Links = t  # checked by the type checker; the attributes below by the test
-    for name in ("inbound", "send", "set_address", "forget", "penalize", "dial"):
+    for name in ("inbound", "send", "set_address", "forget", "set_committee", "penalize", "is_banned", "dial"):
         assert hasattr(links, name)
 
 
@@ -371,20 +378,20 @@ async def test_dialing_a_peer_we_banned_is_refused_without_blame() -> None:
         assert sum(b.stats.protocol_errors.values()) == 0
 
 
-@pytest.mark.parametrize(("limit", "value"), [("max_per_address", 2), ("max_connections", 2)])
-async def test_connection_limits(limit: str, value: int) -> None:
-    server = make(**{limit: value})
+async def test_silent_handshakes_fill_their_slots_but_never_lock_a_peer_out() -> None:
+    server = make(max_handshakes=2)
     async with running(server):
-        held = [await trio.open_tcp_stream(HOST, server.port) for _ in range(value)]
+        held = [await trio.open_tcp_stream(HOST, server.port) for _ in range(2)]
         # The server has accepted these (they wait in the handshake) before it takes the next.
-        await until(lambda: server.stats.inbound_sockets == value)
+        await until(lambda: server.stats.inbound_sockets == 2)
         extra = await trio.open_tcp_stream(HOST, server.port)
-        await assert_closed(extra)
-        assert server.stats.connections_refused[limit] == 1
-        for stream in held:
+        await assert_closed(held[0])  # the oldest silent handshake made room for the newest
+        await until(lambda: server.stats.connections_evicted["handshake"] == 1)
+        # With both slots still taken by silent sockets, a real peer gets in all the same.
+        await assert_serves(server)
+        for stream in (*held[1:], extra):
             await stream.aclose()
         await until(lambda: server.stats.inbound_sockets == 0)
-        await assert_serves(server)
 
 
 async def test_idle_connections_are_closed_and_reopened_on_demand() -> None:
@@ -403,7 +410,7 @@ async def test_idle_connections_are_closed_and_reopened_on_demand() -> None:
 async def test_send_drops_when_queue_full_address_unknown_or_oversize() -> None:
     a = make(max_queue=3, handshake_timeout=1.0)
     async with running(a):
-        nobody = SigningKey.generate().public
+        nobody = COMMITTEE_KEYS[-1].public  # a committee peer (outsiders have their own, shorter queue)
         assert not a.send(nobody, b"no address")
         a.set_address(nobody, HOST, free_port())  # nothing listens there
         assert [a.send(nobody, b"%d" % i) for i in range(4)] == [True, True, True, False]

@@ -30,7 +30,9 @@ def _message() -> bytes:
 
 
 async def _start(nursery: trio.Nursery, network: bytes, count: int) -> list[TcpTransport]:
-    transports = [TcpTransport(SigningKey.generate(), network) for _ in range(count)]
+    keys = [SigningKey.generate() for _ in range(count)]
+    committee = frozenset(k.public for k in keys)  # peers of one committee: no outsider budgets
+    transports = [TcpTransport(k, network, committee=committee) for k in keys]
     for t in transports:
         await nursery.start(t.serve)
     return transports

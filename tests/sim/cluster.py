@@ -53,6 +53,7 @@ class GossipCluster:
         membership: MembershipConfig | None = None,
         broadcast: BroadcastConfig | None = None,
         seed_nodes: tuple[int, ...] = (0,),
+        committee: frozenset[bytes] | None = None,
     ) -> None:
         self.seed = seed
         self.net = SimNetwork(seed, profile)
@@ -60,6 +61,8 @@ class GossipCluster:
         self.bconfig = broadcast or BroadcastConfig()
         self.nodes = [SimNode(i, derive_key(seed, i)) for i in range(n)]
         self.by_id = {node.id: node for node in self.nodes}
+        # Gossip-only clusters: every node is in the committee unless a test says otherwise.
+        self.committee = frozenset(self.by_id) if committee is None else committee
         self.seed_nodes = seed_nodes
         self._nursery: trio.Nursery | None = None
         # Seed trio's scheduler tie-breaking too, so a seed replays the same interleaving.
@@ -117,10 +120,12 @@ class GossipCluster:
         node.links = self.net.attach(node.id, HOST, node.index + 1)
         rng = random.Random(f"{self.seed}/node/{node.index}/{node.incarnation}")
         node.membership = Membership(
-            node.key, NETWORK_ID, HOST, node.index + 1, incarnation=node.incarnation,
+            node.key, NETWORK_ID, HOST, node.index + 1, committee=self.committee, incarnation=node.incarnation,
             seeds=seeds, config=self.mconfig, rng=rng,
         )
-        node.broadcast = Broadcast(NETWORK_ID, node.membership.alive, node.id, config=self.bconfig, rng=rng)
+        node.broadcast = Broadcast(NETWORK_ID, node.membership.alive, node.id,
+                                   observers=node.membership.outsider_ids, trusted=node.membership.is_committee,
+                                   config=self.bconfig, rng=rng)
         node.runtime = Runtime(node.links, node.membership, node.broadcast)
         node.runtime.subscribe(self._observer(node))
         node.up = True

@@ -60,6 +60,7 @@ class SimLinks:
         self._send, self._recv = trio.open_memory_channel[tuple[bytes, bytes]](INBOUND_CAPACITY)
         self.penalties: list[tuple[bytes, int, str]] = []
         self.addresses: dict[bytes, tuple[str, int]] = {}
+        self.committee: frozenset[bytes] = frozenset()
 
     @property
     def inbound(self) -> trio.MemoryReceiveChannel[tuple[bytes, bytes]]:
@@ -74,8 +75,14 @@ class SimLinks:
     def forget(self, peer_id: bytes) -> None:
         self.addresses.pop(peer_id, None)
 
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        self.committee = ids
+
     def penalize(self, peer_id: bytes, penalty: int, reason: str) -> None:
         self.penalties.append((peer_id, penalty, reason))
+
+    def is_banned(self, peer_id: bytes) -> bool:
+        return False  # the simulator records penalties and never bans
 
     async def dial(self, host: str, port: int) -> bytes:
         target = self.net.addresses.get((host, port))
