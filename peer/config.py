@@ -28,11 +28,11 @@ from pydantic_settings import (
 )
 
 from crypto.errors import MeshpayError
-from peer.hosts import check_host, is_loopback, is_wildcard
 from gossip.broadcast import BroadcastConfig
 from gossip.limits import DEFAULT_LIMITS as _PORT
 from gossip.limits import TransportLimits
 from gossip.membership import MembershipConfig
+from peer.hosts import check_host, is_loopback, is_wildcard
 
 
 class ConfigError(MeshpayError):

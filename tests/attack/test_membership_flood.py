@@ -255,20 +255,20 @@ def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
                 devnet("restart", "peer4", "--dir", str(root), check=True, timeout=180)
                 net = Devnet.load(root)
             time.sleep(2)
-            report["rss_before_mb"] = {p.name: round(rss_mb(p.pid), 1) for p in net.peers}
+            report["rss_before_mb"] = {p.name: round(rss_mb(processes.live_pid(net, p)), 1) for p in net.peers}
             report["log_lines_before"] = {p.name: log_lines(net, p) for p in net.peers}
             report["status_before_ms"] = {p.name: round(1000 * statistics.median(status_latencies(client, p)), 1)
                                           for p in net.peers}
 
             attacker = Attacker(net, scale)
-            cpu_before = {p.name: cpu_seconds(p.pid) for p in net.peers}
+            cpu_before = {p.name: cpu_seconds(processes.live_pid(net, p)) for p in net.peers}
             started = time.monotonic()
             # Every identity tried (or the attacker's time is up), and the sessions held.
             assert attacker.wait_for(attacker.identities_done, scale.identity_seconds + 120), attacker.identities()
             elapsed = time.monotonic() - started
             report["identities_phase_s"] = round(elapsed, 1)
             report["peer_cpu_share_during_identities"] = {
-                p.name: round((cpu_seconds(p.pid) - cpu_before[p.name]) / elapsed, 3) for p in net.peers}
+                p.name: round((cpu_seconds(processes.live_pid(net, p)) - cpu_before[p.name]) / elapsed, 3) for p in net.peers}
             report["attacker_identities"] = dict(attacker.identities())
             attacker.wait_for(lambda: attacker.open_sessions() >= min(scale.sessions, 100), 60)
             report["attacker_sessions_open"] = attacker.open_sessions()
@@ -288,7 +288,7 @@ def run_attack(tmp_path: Path, scale: Scale) -> dict[str, Any]:
             report["attacker_sessions"] = dict(attacker.sessions())
 
             live = [p for p in net.peers if processes.is_running(p, net)]
-            report["rss_after_mb"] = {p.name: round(rss_mb(p.pid), 1) for p in live}
+            report["rss_after_mb"] = {p.name: round(rss_mb(processes.live_pid(net, p)), 1) for p in live}
             report["log_lines_added"] = {p.name: log_lines(net, p) - report["log_lines_before"][p.name] for p in live}
             statuses = {p.name: client.get(p.api + "/v1/status", timeout=10).json() for p in live}
             report["members_held"] = {n: sum(s["members"].values()) - 1 for n, s in statuses.items()}
