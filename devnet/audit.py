@@ -6,6 +6,12 @@ certificates it holds, waits until the network is quiet, and checks the money in
   running owners;
 - no two certificates exist for one (sender, seq);
 - every certificate is applied by every running owner of both its accounts.
+
+Owners are those of the current epoch: the auditor follows the chain of epoch certificates from the
+genesis (checking every link, devnet/epochs.py) and takes the newest committee. While an epoch
+change is in progress (peers in different epochs, or a handoff not complete) the network is busy.
+Certificates are compared across all epochs, so two orders for one (sender, seq) certified in
+different epochs are found too.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from crypto.address import encode_address
+from devnet import epochs
 from devnet.layout import Devnet, PeerEntry
 from devnet.processes import is_running
 from peer.genesis import load as load_genesis
@@ -44,6 +51,7 @@ class AuditReport:
     genesis_supply: int
     quiet: bool
     notes: list[str] = field(default_factory=list)
+    epoch: int = 0  # whose committee owned the accounts checked
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -90,14 +98,18 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
     the time is up; the report is the last look.
     """
     genesis = load_genesis(devnet.genesis_path)
-    ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
     running = [p for p in devnet.peers if is_running(p, devnet)]
     down = [p.name for p in devnet.peers if p not in running]
     deadline = time.monotonic() + quiet_timeout
     while True:
+        chain = epochs.verified_chain(devnet, running)
+        ring = chain.current.ring
+        changing = epochs.changing(running, chain)
         snap = snapshot(running)
         violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
-        quiet = not snap.busy
+        quiet = not snap.busy and not changing
+        if changing:
+            notes.append(f"epoch change in progress: {changing}")
         if (quiet and not violations) or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
@@ -106,7 +118,7 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0) -> AuditReport:
     if down:
         notes.append(f"peers not running (not checked): {', '.join(down)}")
     return AuditReport(not violations, violations, [p.name for p in running], down, accounts, certs, total,
-                       genesis.total_supply, quiet, notes)
+                       genesis.total_supply, quiet, notes, chain.epoch)
 
 
 def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> tuple:

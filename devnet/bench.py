@@ -32,14 +32,13 @@ from crypto.errors import DecodeError
 from crypto.keys import SigningKey
 from crypto.messages import Order
 from crypto.schema import decode_any
-from devnet import sigcost
+from devnet import epochs, sigcost
 from devnet.layout import Devnet
 from devnet.processes import is_running
 from gossip.client import CONNECTION_FAILURES, ClientConnection, open_client
 from gossip.links import ConnectError
 from peer.client_wire import STATUS_NAMES, WAIT_SETTLED, PaymentStatus, Submit
 from peer.genesis import load as load_genesis
-from peer.ring import Ring
 
 MAX_BENCH_AMOUNT = 100  # minor units per bench payment: bench accounts need little money
 
@@ -268,7 +267,7 @@ class Bench:
         self.config = config
         self.genesis = load_genesis(devnet.genesis_path)
         self.network_id = self.genesis.network_id
-        self.ring = Ring(self.genesis.committee, self.genesis.replication, self.genesis.vnodes)
+        self.ring = epochs.verified_chain(devnet).current.ring  # the owners now (devnet/epochs.py)
         self.rng = random.Random(config.seed)
         self.progress = progress or (lambda phase, done, total: None)
         self.gateways: list[Gateway | HttpGateway] = []

@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from devnet import layout, processes
+from devnet import cli_epoch, layout, processes
 from devnet.audit import audit
 from devnet.bench import Bench, BenchConfig
 from devnet.layout import Devnet, DevnetError
@@ -456,6 +456,9 @@ def check(root: DirOption, quiet_timeout: Annotated[float, typer.Option(min=0)] 
         out.print("[green]verdict: OK[/green]" if report.ok else f"[red]verdict: {len(report.violations)} violation(s)[/red]")
     if not report.ok:
         raise typer.Exit(EXIT_VIOLATIONS)
+
+
+cli_epoch.register(app)  # add-peer, remove-peer, epoch
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def cert_json(cert: Certificate) -> dict[str, Any]:
 
 class Api:
     def __init__(self, node: Node, *, metrics: Metrics | None = None, max_body: int = 64 * 1024,
-                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0) -> None:
+                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0, admin_token: str = "") -> None:
         self.node = node
         self.metrics = metrics
         self.max_body = max_body
@@ -83,6 +83,8 @@ class Api:
         ])
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
+        from peer import api_epoch  # epoch routes (docs/api.md "Epochs"); imports this module
+        api_epoch.mount(self, admin_token)
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _wrap(self, name: str, handler):

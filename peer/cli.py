@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from rich.table import Table
 from crypto import keystore
 from crypto.errors import KeystoreError
 from crypto.keys import SigningKey
+from peer import cli_epoch
 from peer import config as peer_config
 from peer.cli_exit import CliFailure
 from peer.cli_exit import run as run_cli
@@ -34,6 +36,7 @@ EXIT_USAGE, EXIT_KEY, EXIT_DB, EXIT_PORT, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 app = typer.Typer(help="Run and inspect a meshpay peer.", no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)
 out = Console()
+app.add_typer(cli_epoch.app, name="epoch")
 
 
 Fail = CliFailure
@@ -62,7 +65,7 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Directory for the peer's key, config and data")],
     port: Annotated[int, typer.Option(help="Peer-to-peer port")] = 7000,
     api_port: Annotated[int, typer.Option(help="HTTP API port")] = 8000,
-    seed: Annotated[list[str] | None, typer.Option(help="HOST:PORT of a peer to join through (repeatable)")] = None,
+    seed: Annotated[list[str] | None, typer.Option("--seed", "--join", help="HOST:PORT of a peer to join through (repeatable)")] = None,
     genesis: Annotated[str, typer.Option(help="Path of the network's genesis file")] = "genesis.json",
     password_file: Annotated[Path | None, typer.Option(help="Read the new key's password from this file")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
@@ -73,6 +76,7 @@ def init(
             peer_config.parse_hostport(s)
         except ValueError as exc:
             raise Fail(f"--seed {exc}", EXIT_USAGE) from exc
+    genesis = cli_epoch.genesis_for_config(genesis)  # absolute, and a readable genesis if it exists
     key_path, conf_path = directory / "peer.key", directory / "peer.toml"
     for path in (key_path, conf_path):
         if path.exists():
@@ -83,7 +87,9 @@ def init(
     keystore.save(key_path, key, password, kind="peer", name=directory.name)
     conf_path.write_text(peer_config.render(
         genesis=genesis, listen_port=port, api_port=api_port, seeds=list(seed or []),
-        password_file=str(password_file.resolve()) if password_file else None))
+        password_file=str(password_file.resolve()) if password_file else None,
+        admin_token=secrets.token_urlsafe(24)))
+    conf_path.chmod(0o600)  # it holds the admin token
     result = {"peer_id": key.public.hex(), "key_file": str(key_path), "config": str(conf_path)}
     if json_out:
         print(json.dumps(result))

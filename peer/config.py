@@ -53,6 +53,15 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_waiting: int = Field(4096, ge=1)  # requests waiting on a payment at once
     max_wait_seconds: float = Field(60.0, gt=0)
+    admin_token: str = ""  # empty: the admin API (/v1/admin) is off
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isprintable() or " " in value):
+            raise ValueError("admin_token must be empty (admin API off) or at least 16 printable characters "
+                             "without spaces")
+        return value
 
 
 class LogSettings(BaseModel):
@@ -168,6 +177,9 @@ max_body_bytes = 65536
 # Requests waiting on a payment at once; more are refused with 503 instead of queueing.
 max_waiting = 4096
 max_wait_seconds = 60.0
+# Bearer token for the operator's actions over HTTP (epoch proposals and approvals, the admin API).
+# Empty keeps them off. Anyone who can read this file can act as this peer's operator.
+admin_token = "{admin_token}"
 
 [log]
 # debug | info | warning | error
@@ -199,13 +211,13 @@ shutdown_grace = 5.0
 def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str = "genesis.json",
            password_file: str | None = None, listen_host: str = "127.0.0.1", listen_port: int = 7000,
            advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000,
-           fsync: bool = True, sync_in_thread: bool = True) -> str:
+           fsync: bool = True, sync_in_thread: bool = True, admin_token: str = "") -> str:
     password_line = f'password_file = "{password_file}"' if password_file else '# password_file = "password.txt"'
     return TEMPLATE.format(
         data_dir=data_dir, key_file=key_file, genesis=genesis, password_line=password_line,
         listen_host=listen_host, listen_port=listen_port, advertise_host=advertise_host,
         seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port,
-        fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread),
+        fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread), admin_token=admin_token,
     )
 
 
