@@ -18,6 +18,7 @@ import gc
 import math
 import os
 import random
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -224,6 +225,7 @@ class BenchConfig:
     settle_timeout: float = 30.0
     seed: int | None = None
     via: str = "binary"  # or "http"
+    stop: threading.Event | None = None  # set by another thread: issue no more payments (tests, benchmarks)
 
 
 @dataclass
@@ -416,7 +418,7 @@ class Bench:
         async def account_loop(i: int, mine: list[Order]) -> None:
             nonlocal issued, next_slot, certified
             for order in mine:
-                if issued >= total or time.perf_counter() >= stop_at:
+                if issued >= total or time.perf_counter() >= stop_at or (cfg.stop is not None and cfg.stop.is_set()):
                     return
                 issued += 1
                 if pacing:

@@ -1,0 +1,103 @@
+"""`peer init --join` and `peer epoch` without a network: what they write, and how they refuse.
+
+(The commands against running peers are in tests/test_e2e_epochs.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crypto.keys import SigningKey
+from devnet.layout import free_ports
+from peer import cli
+from peer import config as peer_config
+from peer import genesis as genesis_file
+from peer.genesis import Genesis
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def peer(*args: str | Path) -> Ran:
+    """`peer ARGS` in this process (as `main()` runs it: exit status, message on stderr)."""
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MESHPAY_")}
+    argv = sys.argv
+    with CliRunner().isolation(env={**clean, "COLUMNS": "300"}) as (stdout, stderr, _):
+        sys.argv = ["peer", *map(str, args)]
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.argv = argv
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return Ran(code, stdout.getvalue().decode(), stderr.getvalue().decode())
+
+
+@pytest.fixture
+def genesis(tmp_path: Path) -> Path:
+    g = Genesis("joiners", tuple(SigningKey.generate().public for _ in range(4)), 4, 3, 64, 2, (), bytes(16)).validate()
+    path = tmp_path / "genesis.json"
+    genesis_file.save(path, g)
+    return path
+
+
+def test_init_join_writes_an_observer_config_with_a_private_admin_token(tmp_path: Path, genesis: Path) -> None:
+    (tmp_path / "pw").write_text("a password\n")
+    proc = peer("init", tmp_path / "node7", "--join", "127.0.0.1:7001", "--join", "127.0.0.1:7002",
+                "--genesis", genesis, "--password-file", tmp_path / "pw", "--json")
+    assert proc.returncode == 0, proc.stderr
+    made = json.loads(proc.stdout)
+    conf = Path(made["config"])
+    settings = peer_config.load(conf)
+    assert settings.network.seeds == ["127.0.0.1:7001", "127.0.0.1:7002"]
+    assert settings.genesis == genesis.resolve()  # absolute: the genesis is found from any directory
+    assert len(settings.api.admin_token) >= 16
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600  # the token makes whoever reads it the operator
+    # The id printed is the key's, and the genesis does not list it: the peer starts as an observer.
+    assert bytes.fromhex(made["peer_id"]) not in genesis_file.load(genesis).committee
+    # Two peers never share a token.
+    other = peer("init", tmp_path / "node8", "--join", "127.0.0.1:7001", "--genesis", genesis,
+                 "--password-file", tmp_path / "pw", "--json")
+    assert peer_config.load(json.loads(other.stdout)["config"]).api.admin_token != settings.api.admin_token
+
+
+def test_init_refuses_a_genesis_that_is_not_one(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("a password\n")
+    bogus = tmp_path / "genesis.json"
+    bogus.write_text('{"name": "nope"}')
+    proc = peer("init", tmp_path / "node", "--join", "127.0.0.1:7001", "--genesis", bogus, "--password-file",
+                tmp_path / "pw")
+    assert proc.returncode == 2 and "--genesis" in proc.stderr
+    assert not (tmp_path / "node" / "peer.key").exists()  # refused before any key was made
+
+
+def test_epoch_commands_refuse_bad_input_and_name_an_unreachable_peer(tmp_path: Path, genesis: Path) -> None:
+    (tmp_path / "pw").write_text("a password\n")
+    api_port = free_ports(1)[0]  # nothing listens there
+    peer("init", tmp_path / "node", "--api-port", str(api_port), "--genesis", genesis, "--password-file", tmp_path / "pw")
+    conf = tmp_path / "node" / "peer.toml"
+    proc = peer("epoch", "propose", "--config", conf)
+    assert proc.returncode == 2 and "--add or --remove" in proc.stderr
+    proc = peer("epoch", "propose", "--add", "not-hex", "--config", conf)
+    assert proc.returncode == 2 and "not a peer id" in proc.stderr
+    proc = peer("epoch", "approve", "abc", "--config", conf)
+    assert proc.returncode == 2 and "not a proposal id" in proc.stderr
+    proc = peer("epoch", "status", "--config", conf)
+    assert proc.returncode == 6 and f"127.0.0.1:{api_port}" in proc.stderr
+    proc = peer("epoch", "status", "--config", tmp_path / "missing.toml")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
