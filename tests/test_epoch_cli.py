@@ -6,46 +6,17 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from crypto.keys import SigningKey
 from devnet.layout import free_ports
-from peer import cli
 from peer import config as peer_config
 from peer import genesis as genesis_file
 from peer.genesis import Genesis
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def peer(*args: str | Path) -> Ran:
-    """`peer ARGS` in this process (as `main()` runs it: exit status, message on stderr)."""
-    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MESHPAY_")}
-    argv = sys.argv
-    with CliRunner().isolation(env={**clean, "COLUMNS": "300"}) as (stdout, stderr, _):
-        sys.argv = ["peer", *map(str, args)]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            sys.argv = argv
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return Ran(code, stdout.getvalue().decode(), stderr.getvalue().decode())
+from tests.cli_support import peer
 
 
 @pytest.fixture
