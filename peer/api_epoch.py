@@ -195,27 +195,26 @@ class EpochCollector(Collector):
         state = GaugeMetricFamily("meshpay_handoff_state", "1 for the state this peer's handoff is in",
                                   labels=["state"])
         for name in HANDOFF_STATES:
-            state.add_metric([name], 1 if status.get("state") == name else 0)
+            state.add_metric([name], 1 if status["state"] == name else 0)
         yield state
+        streams = GaugeMetricFamily("meshpay_handoff_streams", "Streams of the handoff into the current "
+                                    "epoch (one per old committee member)", labels=["state"])
+        done = sum(1 for s in status["streams"].values() if s["done"])
+        streams.add_metric(["done"], done)
+        streams.add_metric(["open"], len(status["streams"]) - done)
+        yield streams
         accounts = GaugeMetricFamily("meshpay_handoff_accounts", "Accounts of the handoff into the "
                                      "current epoch, by state", labels=["state"])
         for label, key in (("ready", "accounts_ready"), ("pending", "accounts_pending"),
-                           ("moved_in", "accounts_moved_in"), ("frozen", "frozen")):
-            accounts.add_metric([label], _count(status.get(key)))
+                           ("moved_in", "accounts_moved_in")):
+            accounts.add_metric([label], status[key])
         yield accounts
+        frozen = GaugeMetricFamily("meshpay_frozen_accounts", "Owned accounts frozen at their next sequence "
+                                   "(two or more orders may have been certified there)")
+        frozen.add_metric([], status["frozen"])
+        yield frozen
         received = CounterMetricFamily("meshpay_handoff_received", "What the handoff into the current "
                                        "epoch received", labels=["what"])
-        received.add_metric(["bytes"], _count(status.get("bytes_received")))
-        received.add_metric(["certificates"], _count(status.get("certs_received")))
+        received.add_metric(["bytes"], status["bytes_received"])
+        received.add_metric(["certificates"], status["certs_received"])
         yield received
-
-
-def _count(value: object) -> int:
-    """A status figure as a number (a list of accounts counts its length)."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (list, tuple, dict)):
-        return len(value)
-    return 0

@@ -320,23 +320,36 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
             h = handoff(newcomer)
             last.append(h or {})
             recent = last[-15:]
+            open_streams = [p for p, st in (h or {}).get("streams", {}).items() if not st["done"]]
             return (len(recent) == 15 and h is not None and h["state"] == "in_progress" and h["accounts_ready"] > 0
-                    and h["accounts_pending"] > 0 and len({r.get("accounts_ready") for r in recent}) == 1)
+                    and h["accounts_pending"] > 0 and sorted(open_streams) == sorted(p.peer_id for p in frozen)
+                    and len({json.dumps(r, sort_keys=True) for r in recent}) == 1)
 
         wait_until("the newcomer's handoff to stall half-way", stalled, 90, step=0.2)
         mid = last[-1]
-        # 3. SIGKILL it in the middle of its handoff, and start it again (the two still frozen).
+        # 3. SIGKILL it in the middle of its handoff. Freeze every other peer too, so that nothing can
+        # progress after the restart: what it shows then is exactly what it stored.
         os.kill(newcomer.pid, signal.SIGKILL)
         assert gone(newcomer.pid, 10)
+        for entry in members[1:]:
+            if entry not in stopped:
+                os.kill(entry.pid, signal.SIGSTOP)
+                stopped.append(entry)
+        os.kill(proposer.pid, signal.SIGSTOP)
+        stopped.append(proposer)
         processes.start_peer(devnet, newcomer)
         wait_until("the newcomer to answer again", lambda: handoff(newcomer) is not None, 60)
         resumed = handoff(newcomer)
-        assert resumed is not None and resumed["epoch"] == target and resumed["state"] == "in_progress"
-        # From the stored cursors: its ready accounts are still ready, and the streams the live old
-        # owners had finished are not pulled again (what it received since the restart is a fraction).
-        assert resumed["accounts_ready"] >= mid["accounts_ready"] > 0, (mid, resumed)
-        assert resumed["streams"]["done"] >= mid["streams"]["done"] > 0, (mid, resumed)
         print("handoff before the kill:", mid, "\nafter the restart:", resumed)
+        assert resumed is not None and resumed["epoch"] == target and resumed["state"] == "in_progress"
+        # Resumed from the stored cursors: every stream is where it was (the finished ones are not
+        # pulled again), the ready accounts are still ready, the received totals are kept.
+        assert resumed["streams"] == mid["streams"]
+        done = [p for p, s in mid["streams"].items() if s["done"]]
+        assert len(done) == len(mid["streams"]) - len(frozen) and all(mid["streams"][p]["cursor"] for p in done)
+        assert resumed["accounts_ready"] == mid["accounts_ready"] > 0
+        assert resumed["accounts_pending"] == mid["accounts_pending"] > 0
+        assert resumed["bytes_received"] == mid["bytes_received"] > 0
     finally:
         for entry in stopped:
             os.kill(entry.pid, signal.SIGCONT)
