@@ -44,6 +44,7 @@ from devnet.bench import Bench, BenchConfig, BenchReport
 from devnet.layout import Devnet, PeerEntry
 from gossip.transport import TcpTransport
 from peer.epoch_chain import Chain, EpochApproval, EpochCertificate
+from peer.genesis import load as load_genesis
 from peer.wire import VoteRequest
 from tests.cli_support import peer
 from tests.wallet_support import LyingProxy, gone, wallet
@@ -491,3 +492,50 @@ def test_wallet_verify_follows_the_chain_and_refuses_a_forged_link(net: Devnet, 
     assert forged.code == 11, forged
     assert proxy.server.url in forged.err and "epoch 2" in forged.err
     assert forged.json()["error"]["kind"] == "verification_failed"
+
+
+# ---- the API ---------------------------------------------------------------------------------------------
+def test_epoch_api_pages_the_chain_and_guards_operator_actions(net: Devnet) -> None:
+    ensure_epoch(fresh(net), 2)
+    devnet = fresh(net)
+    truth = epoch_of(devnet)
+    entry = next(p for p in epochs.running(devnet) if bytes.fromhex(p.peer_id) in truth.current)
+    with httpx.Client(timeout=HTTP) as client:
+        # One certificate per page, followed to the end and checked link by link from the genesis.
+        certs, first = [], 1
+        while first is not None:
+            page = client.get(f"{entry.api}/v1/epochs", params={"from": first, "limit": 1}).json()
+            assert len(page["certificates"]) == 1 and page["certificates"][0]["epoch"] == first
+            certs.append(EpochCertificate.decode(bytes.fromhex(page["certificates"][0]["cbor"])))
+            first = page["next_from"]
+        chain = Chain.from_genesis(load_genesis(devnet.genesis_path))
+        chain.extend_all(certs)
+        assert chain.epoch == truth.epoch and chain.current.members == truth.current.members
+        row = page["certificates"][0]
+        assert row["members"] == [m.hex() for m in truth.current.members] and len(row["approvals"]) >= 2
+        for bad in ({"from": "0"}, {"limit": "17"}, {"from": "x"}):
+            answer = client.get(f"{entry.api}/v1/epochs", params=bad)
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_query"
+        doc = client.get(f"{entry.api}/v1/epoch").json()
+        assert doc["epoch"] == truth.epoch and doc["committee_member"]
+        assert doc["committee"] == [m.hex() for m in truth.current.members]
+        assert doc["ring"]["approvals_needed"] == 2 * len(truth.current.members) // 3 + 1
+        assert doc["handoff"]["epoch"] == truth.epoch and doc["handoff"]["state"] == "complete"
+        # Operator actions need the token; the protocol's refusals are 409 with its reason.
+        url = f"{entry.api}/v1/epoch/proposals"
+        member = entry.peer_id
+        for headers in ({}, {"authorization": "Bearer wrong-token-wrong-token"}, {"authorization": "Basic x"}):
+            answer = client.post(url, json={"add": [member]}, headers=headers)
+            assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
+        auth = {"authorization": f"Bearer {epochs.admin_token(devnet, entry)}"}
+        for body, code in (({}, "empty_proposal"), ({"add": ["zz"]}, "bad_peer_id"), ({"add": "x"}, "bad_peer_id"),
+                           ({"remove": [member], "note": "x" * 200}, "bad_note")):
+            answer = client.post(url, json=body, headers=auth)
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == code, answer.text
+        answer = client.post(url, json={"add": [member]}, headers=auth)  # already a member
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "epoch_refused"
+        answer = client.post(f"{entry.api}/v1/epoch/approvals", json={"change_id": "ab" * 32}, headers=auth)
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "epoch_refused"
+        metrics = client.get(f"{entry.api}/metrics").text
+        assert f"meshpay_epoch {float(truth.epoch)}" in metrics
+        assert 'meshpay_handoff_state{state="complete"} 1.0' in metrics

@@ -10,11 +10,14 @@ import stat
 from pathlib import Path
 
 import pytest
+from starlette.requests import Request
 
 from crypto.keys import SigningKey
 from devnet.layout import free_ports
 from peer import config as peer_config
 from peer import genesis as genesis_file
+from peer.api import ApiError
+from peer.api_epoch import authorize
 from peer.genesis import Genesis
 from tests.cli_support import peer
 
@@ -72,3 +75,33 @@ def test_epoch_commands_refuse_bad_input_and_name_an_unreachable_peer(tmp_path: 
     assert proc.returncode == 6 and f"127.0.0.1:{api_port}" in proc.stderr
     proc = peer("epoch", "status", "--config", tmp_path / "missing.toml")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def _request(authorization: str | None) -> Request:
+    headers = [(b"authorization", authorization.encode())] if authorization is not None else []
+    return Request({"type": "http", "method": "POST", "path": "/v1/epoch/proposals", "headers": headers})
+
+
+@pytest.mark.parametrize(("token", "header", "status", "code"), [
+    ("", "Bearer anything-at-all-here", 403, "admin_disabled"),  # no token set: operator actions are off
+    ("s3cret-token-0123456789", None, 401, "unauthorized"),
+    ("s3cret-token-0123456789", "Bearer s3cret-token-012345678", 401, "unauthorized"),
+    ("s3cret-token-0123456789", "Basic s3cret-token-0123456789", 401, "unauthorized"),
+    ("s3cret-token-0123456789", "Bearer s3cret-token-0123456789", None, None),
+    ("s3cret-token-0123456789", "bearer  s3cret-token-0123456789 ", None, None),
+])
+def test_operator_routes_need_the_admin_token(token: str, header: str | None, status: int | None,
+                                             code: str | None) -> None:
+    if status is None:
+        authorize(_request(header), token.encode())
+        return
+    with pytest.raises(ApiError) as refused:
+        authorize(_request(header), token.encode())
+    assert (refused.value.http_status, refused.value.code) == (status, code)
+
+
+def test_a_short_admin_token_is_a_configuration_error(tmp_path: Path) -> None:
+    conf = tmp_path / "peer.toml"
+    conf.write_text(peer_config.render(admin_token="short"))
+    with pytest.raises(peer_config.ConfigError, match="admin_token"):
+        peer_config.load(conf)
