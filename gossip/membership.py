@@ -151,6 +151,7 @@ class Membership:
         self.rng = rng or random.Random()
         self.out = Outbox()
         self.members: dict[bytes, Member] = {}
+        self.committee: frozenset[bytes] = frozenset()
         self._suspects: dict[bytes, Member] = {}  # the members in SUSPECT, for cheap deadlines
         self.awareness = 0
         self._host, self._port, self._api_port, self._roles = host, port, api_port, roles
@@ -198,6 +199,13 @@ class Membership:
         if self._next_seed_dial is math.inf and not self.alive():
             self._next_seed_dial = now + self._seed_retry
             self._seed_retry = min(self._seed_retry * 2, self.config.seed_retry_max)
+
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """The peers the epochs say are (or, during a handoff, were) committee members.
+
+        Stored for now; membership uses it to keep those peers' places, links and failure
+        detection (see DESIGN: outsiders get a bounded share). Perform `out` afterwards."""
+        self.committee = frozenset(ids)
 
     def alive(self) -> list[bytes]:
         """Members other than us believed alive (suspects count: they may be fine)."""
