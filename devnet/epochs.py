@@ -245,14 +245,15 @@ def change_committee(devnet: Devnet, *, add: list[PeerEntry], remove: list[PeerE
             raise
         approvals += 1
         say(f"{entry.name} approved" + (f": epoch {target} is certified" if doc.get("certified") else ""))
-    serving = [p for p in live if p.peer_id not in removing] + list(add)
+    live_ids = {p.peer_id for p in live}
+    serving = [p for p in live if p.peer_id not in removing] + [p for p in add if p.peer_id not in live_ids]
 
     def certified() -> bool:
         return all((d := epoch_status(p)) is not None and d["epoch"] >= target for p in serving)
 
     to_cert = _wait(f"every peer to enter epoch {target}", certified, timeout)
     say(f"every peer is in epoch {target} after {to_cert:.1f} s; waiting for the handoffs")
-    new_members = [p for p in serving if p.peer_id in members - removing or p in add]
+    new_members = [p for p in serving if p.peer_id in (members - removing) | {a.peer_id for a in add}]
     _wait(f"the handoffs into epoch {target}",
           lambda: all(handoff_done(epoch_status(p), target) for p in new_members),
           max(1.0, timeout - (time.monotonic() - start)))
@@ -307,8 +308,8 @@ def history(devnet: Devnet) -> list[dict[str, Any]]:
     moved: dict[int, int] = {}
     for entry in live:
         for row in (epoch_status(entry) or {}).get("history", []):
-            if isinstance(row, dict) and isinstance(row.get("accounts_moved_in"), int):
-                moved[row["epoch"]] = moved.get(row["epoch"], 0) + row["accounts_moved_in"]
+            if isinstance(row, dict) and isinstance(row.get("accounts_moved"), int):
+                moved[row["epoch"]] = moved.get(row["epoch"], 0) + row["accounts_moved"]
     rows = []
     previous: set[str] = set()
     for epoch, committee in enumerate(chain.committees):
@@ -321,7 +322,8 @@ def history(devnet: Devnet) -> list[dict[str, Any]]:
                      "added": _names(devnet, sorted(set(members) - previous)) if epoch else [],
                      "removed": _names(devnet, sorted(previous - set(members))),
                      "approvals": len(cert.approvals) if cert else None,
-                     "accounts_moved": moved.get(epoch, record.get("accounts_moved", 0 if not epoch else None)),
+                     # as recorded when the devnet made the change (the peers of then), else the peers now
+                     "accounts_moved": record.get("accounts_moved", moved.get(epoch, 0)),
                      "seconds_to_serving": record.get("seconds_to_serving")})
         previous = set(members)
     return rows

@@ -68,7 +68,7 @@ class Api:
         self.accepting = True
         self.waiting = 0
         self.started = trio.current_time()
-        self._share = self._ring_share()
+        self._share = (self.node.chain.epoch, self._ring_share())  # recomputed when the epoch changes
         self.app = Starlette(routes=[
             Route("/v1/status", self._wrap("status", self.status)),
             Route("/v1/peers", self._wrap("peers", self.peers)),
@@ -153,6 +153,11 @@ class Api:
                  if self.node.membership.state_of(pid) is not None else "unknown"}
                 for pid in self.node.settlement.ring.owners(account)]
 
+    def _current_share(self) -> float:
+        if self._share[0] != self.node.chain.epoch:
+            self._share = (self.node.chain.epoch, self._ring_share())
+        return self._share[1]
+
     def _ring_share(self) -> float:
         ring = self.node.settlement.ring
         samples = [i.to_bytes(4, "big") * 8 for i in range(2048)]
@@ -172,11 +177,11 @@ class Api:
             "version": VERSION,
             "uptime_seconds": round(trio.current_time() - self.started, 3),
             "accepting": self.accepting,
-            "committee_member": node.id in node.genesis.committee,
-            "committee_size": len(node.genesis.committee),
+            "committee_member": node.id in node.chain.current,
+            "committee_size": len(node.chain.current.members),
             "replication": node.genesis.replication,
             "quorum": node.genesis.quorum,
-            "ring_share": round(self._share, 4),
+            "ring_share": round(self._current_share(), 4),
             "members": counts,
             "incarnation": node.membership.incarnation,
             "peer_port": self.peer_port,
@@ -197,12 +202,12 @@ class Api:
         node = self.node
         rows = [{"peer_id": node.id.hex(), "state": "alive", "self": True, "host": node.membership.record.host,
                  "port": node.membership.record.port, "api": self._api_url(node.id),
-                 "incarnation": node.membership.incarnation, "committee": node.id in node.genesis.committee}]
+                 "incarnation": node.membership.incarnation, "committee": node.id in node.chain.current}]
         for pid, m in sorted(node.membership.members.items()):
             rows.append({"peer_id": pid.hex(), "state": STATE_NAMES[m.state], "self": False,
                          "host": m.record.host if m.record else None, "port": m.record.port if m.record else None,
                          "api": self._api_url(pid), "incarnation": m.incarnation,
-                         "committee": pid in node.genesis.committee})
+                         "committee": pid in node.chain.current})
         return JSONResponse({"peers": rows})
 
     async def genesis(self, request: Request) -> Response:

@@ -113,7 +113,7 @@ class EpochRoutes:
             "ring": {"replication": committee.replication, "quorum": committee.quorum,
                      "vnodes": committee.vnodes, "faults_tolerated": committee.faults_tolerated,
                      "approvals_needed": approvals_needed(len(committee.members))},
-            "proposals": epochs.proposals(),
+            "proposals": self._proposals(),
             "handoff": self.node.settlement.handoff.status(),
             "history": history[-MAX_HISTORY:],
         })
@@ -162,13 +162,17 @@ class EpochRoutes:
             raise ApiError(409, "epoch_refused", str(exc)) from exc
         return JSONResponse(self._proposal(raw))
 
+    def _proposals(self) -> list[dict[str, Any]]:
+        """The pending proposals, each named by its `change_id`."""
+        return [{"change_id": row["id"], **{k: v for k, v in row.items() if k != "id"}}
+                for row in self.node.epochs.proposals()]
+
     def _proposal(self, change_id: bytes) -> dict[str, Any]:
         """The proposal as `GET /v1/epoch` lists it (or, once certified, the epoch it started)."""
-        epochs = self.node.epochs
-        for row in epochs.proposals():
-            if row.get("change_id") == change_id.hex():
+        for row in self._proposals():
+            if row["change_id"] == change_id.hex():
                 return {**row, "certified": False}
-        for cert in reversed(epochs.chain.certificates):
+        for cert in reversed(self.node.epochs.chain.certificates):
             if cert.change.id == change_id:
                 return {**epoch_cert_json(cert), "certified": True}
         return {"change_id": change_id.hex(), "certified": False}
