@@ -306,10 +306,12 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
         for entry in frozen:
             os.kill(entry.pid, signal.SIGSTOP)
             stopped.append(entry)
-        for entry in others[2:]:
-            code, _, err = peer_cli("epoch", "approve", change_id, "--config", devnet.config_path(entry.name))
-            assert code == 0, err
         target = before.epoch + 1
+        for entry in others[2:]:
+            if (epochs.epoch_status(entry) or {}).get("epoch", 0) >= target:
+                continue  # enough approvals already: the certificate reached this peer first
+            code, _, err = peer_cli("epoch", "approve", change_id, "--config", devnet.config_path(entry.name))
+            assert code == 0 or (epochs.epoch_status(entry) or {}).get("epoch", 0) >= target, err
         wait_until("the newcomer to enter the new epoch", lambda: (h := handoff(newcomer)) is not None
                    and h["peer_epoch"] == target and h["epoch"] == target, 60)
         code, out, _ = peer_cli("epoch", "status", "--config", devnet.config_path(newcomer.name), "--json")
@@ -470,6 +472,7 @@ def test_wallet_verify_follows_the_chain_and_refuses_a_forged_link(net: Devnet, 
     sender_dir.mkdir()
     source = Path(devnet.wallets[4].key_file)
     (sender_dir / source.name).write_bytes(source.read_bytes())
+    (sender_dir / source.name).chmod(0o600)
     common = ["--genesis", devnet.genesis_path, "--json"]
     to = encode_address(SigningKey.generate().public)
     sent = wallet("send", "-a", source.stem, "--to", to, "--amount", "1.25", "--wait", "certified", "--peer", peer.api,
