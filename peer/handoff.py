@@ -514,9 +514,7 @@ class Handoff:
             self.out.add(Penalize(src, 5, "handoff chunk with a malformed cursor"))
             return
         if not msg.done and (new_cursor is None or msg.next_after <= stream.cursor):
-            self.out.add(Penalize(src, 2, "handoff chunk that makes no progress"))
-            stream.sent_at = None
-            return
+            return  # the late answer to a pull re-sent after `pull_timeout` (a stalling source: `stall`)
         self.counters["chunks_received"] += 1
         batch = Batch()
         low = stream.cursor[:32] if stream.cursor else None
