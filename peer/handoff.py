@@ -194,7 +194,8 @@ class EpochHandoff:
     resolving: dict[bytes, int] = field(default_factory=dict)  # continuing owner: account -> seq
     resolve_reports: dict[bytes, dict[bytes, AccountReport]] = field(default_factory=dict)
     discredited: dict[bytes, set[bytes]] = field(default_factory=dict)
-    claims: dict[tuple[bytes, bytes], float] = field(default_factory=dict)  # (account, reporter) -> since
+    # (account, reporter) -> (since, our next_seq then): a claim times out only while we make no progress
+    claims: dict[tuple[bytes, bytes], tuple[float, int]] = field(default_factory=dict)
     credit_checks: dict[tuple[bytes, bytes], CreditCheck] = field(default_factory=dict)
     dirty: set[bytes] = field(default_factory=set)
     complete: bool = False
@@ -662,7 +663,7 @@ class Handoff:
         expired = []
         for claim, _ in counted:
             since = h.claims.get((account, claim.reporter))
-            if since is not None and now - since >= self.config.claim_timeout:
+            if since is not None and since[1] >= own.next_seq and now - since[0] >= self.config.claim_timeout:
                 expired.append(claim.reporter)
         settled = []
         for claim, _ in counted:
@@ -678,7 +679,8 @@ class Handoff:
             self._discredit(h, account, reporter)
             h.claims.pop((account, reporter), None)
         for reporter, upto in decision.pull:
-            h.claims.setdefault((account, reporter), now)
+            if h.claims.get((account, reporter), (now, -1))[1] < own.next_seq:
+                h.claims[(account, reporter)] = (now, own.next_seq)
             self.need(account, own.next_seq, upto, now, reporter)
         for claim, _ in counted:
             if claim.next_seq <= own.next_seq:
