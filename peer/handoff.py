@@ -74,7 +74,8 @@ class HandoffConfig:
     chunk_bytes: int = 256 * 1024  # budget this peer asks for per chunk
     serve_bytes: int = 512 * 1024  # most this peer sends in one chunk, whatever it is asked
     scan_limit: int = 20_000  # accounts looked at per chunk served (bounds the work of one pull)
-    claim_timeout: float = 5.0  # a reporter must back a higher next_seq with certificates by then
+    claim_timeout: float = 20.0  # a reporter must back a higher next_seq by then (counted from our last
+    # progress on the account: on a loaded 2-core devnet one catch-up round trip took over 3 s)
     credit_timeout: float = 3.0  # give up reconciling credits with a reporter after this
     stall: float = 20.0  # a stream without a chunk for this long is given up (its peer excluded)
     reask: float = 2.0  # not-ready reports and resolution reports are asked for again this often
