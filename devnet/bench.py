@@ -149,6 +149,11 @@ class Gateway:
             ticket.settled = now
             self.tickets.pop(msg.req, None)
             ticket.done.set()
+        elif msg.code == "shutting_down":
+            # The gateway is leaving (a removed or restarted peer): the same order through another.
+            self.alive = False
+            self.tickets.pop(msg.req, None)
+            self.on_lost(self, [ticket])
         elif status in ("failed", "rejected"):
             ticket.failed = msg.code or status
             self.tickets.pop(msg.req, None)

@@ -6,7 +6,7 @@ epoch it finds, never a fixed one:
 
 - the committee grows and shrinks while `devnet bench` runs: zero failed payments, `devnet check`
   passes in the final epoch without counting the removed peers, and the new owners of every account
-  that moved agree with each other (5 -> 7 -> 6 by default; 5 -> 8 -> 6 in `make soak`);
+  that moved agree with each other (5 -> 6 -> 5 by default; 5 -> 8 -> 6 in `make soak`);
 - a peer started with `peer init --join` joins as an observer and is promoted with `peer epoch
   propose/approve` (the operator commands), SIGKILLed in the middle of its handoff, and restarted:
   its handoff resumes from the cursors it stored (its ready accounts survive), not from zero;
@@ -203,7 +203,7 @@ def check(devnet: Devnet) -> dict[str, Any]:
 
 # ---- the tests -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", [
-    pytest.param((2, 1), id="5-7-6"),
+    pytest.param((1, 1), id="5-6-5"),
     pytest.param((3, 2), id="5-8-6", marks=pytest.mark.soak),
 ])
 def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int, int]) -> None:
@@ -216,8 +216,6 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
         grown = json.loads(added.stdout)
         assert grown["epoch"] == start.epoch + 1 and len(grown["committee"]) == size + grow
         assert grown["accounts_moved"] > 0 and grown["bytes_moved"] > 0
-        middle = epoch_of(fresh(net))
-        assert_moved_accounts_agree(fresh(net), start, middle)
         # Remove one genesis member and (when shrinking by two) one of the newcomers.
         victims = [fresh(net).peers[0].name, *grown["added"][: shrink - 1]]
         for victim in victims:
@@ -234,11 +232,11 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
     assert end.epoch == start.epoch + 1 + shrink and len(end.current.members) == size + grow - shrink
     removed_names = {r["name"] for r in devnet.extra["removed"]}
     assert set(victims) <= removed_names and not removed_names & {p.name for p in devnet.peers}
-    moved = assert_moved_accounts_agree(devnet, start, end)
-    assert moved > EXTRA_ACCOUNTS // 10
-    verdict = check(devnet)
+    verdict = check(devnet)  # waits until the network is quiet
     assert verdict["epoch"] == end.epoch and verdict["peers_down"] == []
     assert verdict["total_supply"] == verdict["genesis_supply"]
+    moved = assert_moved_accounts_agree(devnet, start, end)
+    assert moved > EXTRA_ACCOUNTS // 10
     status = json.loads(devnet_cli("status", "--dir", str(devnet.root), "--json").stdout)
     assert all(p["running"] for p in status["peers"]) and not removed_names & {p["name"] for p in status["peers"]}
     history = json.loads(devnet_cli("epoch", "--dir", str(devnet.root), "--json").stdout)
@@ -363,8 +361,8 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
     devnet = fresh(net)
     after = epoch_of(devnet)
     assert after.epoch == target and bytes.fromhex(newcomer.peer_id) in after.current
-    assert assert_moved_accounts_agree(devnet, before, after) > 0
     assert check(devnet)["epoch"] == target
+    assert assert_moved_accounts_agree(devnet, before, after) > 0
 
 
 # ---- an equivocating sender is released by the next epoch change ------------------------------------
