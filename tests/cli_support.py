@@ -1,15 +1,21 @@
-"""Running the `peer` command in this process, as its `main()` does (exit status, output)."""
+"""Running the `peer` and `devnet` commands in this process, as their `main()` does (exit status,
+output): a Python start-up costs seconds on a busy 2-core machine, so tests that run many commands
+run them here. (The commands' own processes, `peer run`, are real processes all the same.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
-from peer import cli
+from devnet import cli as devnet_cli
+from peer import cli as peer_cli
 
 
 @dataclass
@@ -18,15 +24,27 @@ class Ran:
     stdout: str
     stderr: str
 
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
 
 def peer(*args: str | Path) -> Ran:
     """`peer ARGS` in this process (as `main()` runs it: exit status, message on stderr)."""
+    return _run("peer", peer_cli.main, args)
+
+
+def devnet(*args: str | Path) -> Ran:
+    """`devnet ARGS` in this process."""
+    return _run("devnet", devnet_cli.main, args)
+
+
+def _run(name: str, main: Callable[[], None], args: tuple[str | Path, ...]) -> Ran:
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MESHPAY_")}
     argv = sys.argv
     with CliRunner().isolation(env={**clean, "COLUMNS": "300"}) as (stdout, stderr, _):
-        sys.argv = ["peer", *map(str, args)]
+        sys.argv = [name, *map(str, args)]
         try:
-            cli.main()
+            main()
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1

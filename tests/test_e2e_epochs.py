@@ -23,8 +23,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,13 +44,13 @@ from gossip.transport import TcpTransport
 from peer.epoch_chain import Chain, EpochApproval, EpochCertificate
 from peer.genesis import load as load_genesis
 from peer.wire import VoteRequest
+from tests.cli_support import devnet as devnet_cli
 from tests.cli_support import peer
 from tests.wallet_support import LyingProxy, gone, wallet
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-EXTRA_ACCOUNTS = 400
+EXTRA_ACCOUNTS = 300
 HTTP = 15.0
 
 
@@ -95,11 +93,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     finally:
         stop_everything(root)
     assert pids_of(root) == []
-
-
-def devnet_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "devnet", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env={**os.environ, "COLUMNS": "200"})
 
 
 def fresh(net: Devnet) -> Devnet:
@@ -195,7 +188,7 @@ def assert_moved_accounts_agree(devnet: Devnet, before: Chain, after: Chain) -> 
 
 
 def check(devnet: Devnet) -> dict[str, Any]:
-    proc = devnet_cli("check", "--dir", str(devnet.root), "--json", "--quiet-timeout", "90", timeout=300)
+    proc = devnet_cli("check", "--dir", str(devnet.root), "--json", "--quiet-timeout", "90")
     verdict = json.loads(proc.stdout)
     assert proc.returncode == 0 and verdict["ok"], verdict["violations"][:10]
     return verdict
@@ -210,7 +203,7 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
     grow, shrink = variant
     start = epoch_of(net)
     size = len(start.current.members)
-    with bench_running(net, rate=40, accounts=40) as result:
+    with bench_running(net, rate=25, accounts=30) as result:
         added = devnet_cli("add-peer", "--dir", str(net.root), "--count", str(grow), "--json")
         assert added.returncode == 0, added.stderr
         grown = json.loads(added.stdout)
