@@ -118,7 +118,8 @@ def bench_running(devnet: Devnet, *, rate: float, accounts: int) -> Iterator[dic
     """`devnet bench`'s load (in a thread) until the block ends; the report lands in the dict."""
     stop = threading.Event()
     result: dict[str, Any] = {}
-    config = BenchConfig(accounts=accounts, payments=None, duration=900, rate=rate, stop=stop, settle_timeout=60)
+    # `duration` only bounds the orders signed up front: the stop event ends the load.
+    config = BenchConfig(accounts=accounts, payments=None, duration=240, rate=rate, stop=stop, settle_timeout=60)
 
     def run() -> None:
         try:
@@ -203,19 +204,30 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
     grow, shrink = variant
     start = epoch_of(net)
     size = len(start.current.members)
+    clock = time.monotonic()
+
+    def lap(what: str) -> None:
+        nonlocal clock
+        print(f"{what}: {time.monotonic() - clock:.1f} s")
+        clock = time.monotonic()
+
     with bench_running(net, rate=25, accounts=30) as result:
+        lap("bench funded and flowing")
         added = devnet_cli("add-peer", "--dir", str(net.root), "--count", str(grow), "--json")
         assert added.returncode == 0, added.stderr
         grown = json.loads(added.stdout)
         assert grown["epoch"] == start.epoch + 1 and len(grown["committee"]) == size + grow
         assert grown["accounts_moved"] > 0 and grown["bytes_moved"] > 0
+        lap(f"add-peer (serving {grown['seconds_to_serving']} s after the proposal)")
         # Remove one genesis member and (when shrinking by two) one of the newcomers.
         victims = [fresh(net).peers[0].name, *grown["added"][: shrink - 1]]
         for victim in victims:
             removed = devnet_cli("remove-peer", victim, "--dir", str(net.root), "--json")
             assert removed.returncode == 0, removed.stderr
             assert victim in json.loads(removed.stdout)["removed"]
+            lap(f"remove-peer {victim}")
         time.sleep(2.0)  # some load in the final epoch too
+    lap("bench stopped")
     report: BenchReport = result["report"]
     print("bench:", {k: getattr(report, k) for k in ("payments", "certified", "settled", "failures", "resubmits")})
     assert report.payments > 200 and report.failures == {}, report.failures
@@ -226,6 +238,7 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
     removed_names = {r["name"] for r in devnet.extra["removed"]}
     assert set(victims) <= removed_names and not removed_names & {p.name for p in devnet.peers}
     verdict = check(devnet)  # waits until the network is quiet
+    lap("devnet check")
     assert verdict["epoch"] == end.epoch and verdict["peers_down"] == []
     assert verdict["total_supply"] == verdict["genesis_supply"]
     moved = assert_moved_accounts_agree(devnet, start, end)
