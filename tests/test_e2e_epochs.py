@@ -136,6 +136,7 @@ def bench_running(devnet: Devnet, *, rate: float, accounts: int) -> Iterator[dic
                    240)
         assert thread.is_alive(), f"the bench ended early: {result}"
         yield result
+        result["still_running"] = thread.is_alive()  # the load lasted as long as the block
     finally:
         stop.set()
         thread.join(180)
@@ -229,6 +230,7 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
         time.sleep(2.0)  # some load in the final epoch too
     lap("bench stopped")
     report: BenchReport = result["report"]
+    assert result["still_running"], "the load ended before the committee changes did"
     print("bench:", {k: getattr(report, k) for k in ("payments", "certified", "settled", "failures", "resubmits")})
     assert report.payments > 200 and report.failures == {}, report.failures
     assert report.certified == report.payments
