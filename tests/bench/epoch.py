@@ -4,26 +4,28 @@ what payments felt.
     python -m tests.bench.epoch [--peers 5] [--accounts 2000] [--rate 100] [--seconds 8] [--no-fsync]
 
 A devnet of `--peers` real `peer run` processes starts with `--accounts` extra funded accounts in its
-genesis (state to move). First a load at `--rate` payments per second (open loop, through the binary
-client protocol, as `devnet bench --rate`) runs for `--seconds`: the latency "before". Then one peer
-is started as an observer and, while the same load runs again, added to the committee
-(`devnet.epochs.change_committee`: propose, approve on every member, wait for every handoff);
-afterwards the same is done to remove it again. For each change it prints:
+genesis (state to move). One peer is started as an observer; then, while a load at `--rate` payments
+per second runs (open loop, through the binary client protocol, as `devnet bench --rate`), it is
+added to the committee (`devnet.epochs.change_committee`: propose, approve on every member, wait for
+every handoff) after `--seconds` of load, and the load goes on for `--seconds` after the new epoch
+serves. The same is then done to remove it again. For each change it prints:
 
 - the time from the proposal to the certificate (every peer in the new epoch) and to the new epoch
   serving (every new-committee peer's handoff complete);
 - accounts moved (the new owners' handoff counters) and (account, owner) placements moved, against
   the ideal share k/n of consistent hashing, and the bytes and certificates the handoffs received;
 - payment latency to `certified` (p50/p99) of the payments submitted during the change, against
-  those before it and after it.
+  those submitted before the proposal and after the new epoch served (same run, same load).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -93,14 +95,18 @@ def _measured_change(devnet: Devnet, args: argparse.Namespace, change) -> dict:
     chain_before: Chain = epochs.verified_chain(devnet)
     marks: dict[str, float] = {}
 
+    stop = threading.Event()
+
     def during() -> epochs.ChangeReport:
-        time.sleep(args.lead)  # some load before the proposal, in the same run
+        time.sleep(args.seconds)  # load before the proposal, in the same run
         marks["proposed"] = time.perf_counter()
         report = change()
         marks["serving"] = time.perf_counter()
+        time.sleep(args.seconds)  # and after the new epoch serves
+        stop.set()
         return report
 
-    bench = _Recording(devnet, _config(args, args.seconds + args.change_budget), during)
+    bench = _Recording(devnet, _config(args, 2 * args.seconds + args.change_budget, stop), during)
     trio.run(bench.run)
     report: epochs.ChangeReport = bench.result
     if "serving" not in marks:
@@ -124,18 +130,17 @@ def _measured_change(devnet: Devnet, args: argparse.Namespace, change) -> dict:
     }
 
 
-def _config(args: argparse.Namespace, seconds: float) -> BenchConfig:
-    return BenchConfig(accounts=args.load_accounts, payments=None, duration=seconds, rate=args.rate)
+def _config(args: argparse.Namespace, seconds: float, stop: threading.Event) -> BenchConfig:
+    return BenchConfig(accounts=args.load_accounts, payments=None, duration=seconds, rate=args.rate, stop=stop)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=5)
     parser.add_argument("--accounts", type=int, default=2000, help="extra funded accounts in the genesis")
-    parser.add_argument("--load-accounts", type=int, default=100, help="accounts the load sends from")
-    parser.add_argument("--rate", type=float, default=100.0, help="offered payments per second")
-    parser.add_argument("--seconds", type=float, default=8.0, help="load before each change")
-    parser.add_argument("--lead", type=float, default=3.0, help="seconds of load in the change run before the proposal")
+    parser.add_argument("--load-accounts", type=int, default=40, help="accounts the load sends from")
+    parser.add_argument("--rate", type=float, default=40.0, help="offered payments per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load before and after each change")
     parser.add_argument("--change-budget", type=float, default=60.0, help="most seconds a change may take")
     parser.add_argument("--no-fsync", dest="fsync", action="store_false")
     args = parser.parse_args()
@@ -148,10 +153,8 @@ def main() -> None:
                 processes.start_peer(devnet, entry)
             processes.wait_converged(devnet, timeout=60)
             print(f"devnet of {args.peers} peers, {args.accounts} extra genesis accounts, load {args.rate:g}/s "
-                  f"from {args.load_accounts} accounts, fsync {'on' if args.fsync else 'off'}")
-            before = _Recording(devnet, _config(args, args.seconds))
-            trio.run(before.run)
-            print("baseline (no change):", _latency(before.tickets))
+                  f"from {args.load_accounts} accounts, fsync {'on' if args.fsync else 'off'}; load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             newcomer = epochs.create_peer(devnet)
             joined = epochs.start_observer(devnet, newcomer, timeout=60)
             print(f"{newcomer.name} joined as an observer in {joined:.1f} s")
