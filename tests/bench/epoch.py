@@ -99,10 +99,12 @@ def _measured_change(devnet: Devnet, args: argparse.Namespace, change) -> dict:
 
     def during() -> epochs.ChangeReport:
         time.sleep(args.seconds)  # load before the proposal, in the same run
-        marks["proposed"] = time.perf_counter()
         report = change()
-        marks["serving"] = time.perf_counter()
-        time.sleep(args.seconds)  # and after the new epoch serves
+        # The windows as the change measured them (the bench's ticket times are perf_counter's).
+        offset = time.perf_counter() - time.time()
+        marks["proposed"] = report.proposed_at + offset
+        marks["serving"] = marks["proposed"] + report.seconds_to_serving
+        time.sleep(args.seconds)  # and load after the new epoch serves
         stop.set()
         return report
 
