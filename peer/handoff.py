@@ -571,7 +571,7 @@ class Handoff:
         if src not in old_owners:
             self.out.add(Penalize(src, 2, "handoff report on an account it did not own"))
             return False
-        moved = self.me not in old_owners and self.me in h.new.owners(account)
+        moved = self.moved_here(h, account)
         if not moved and account not in h.resolving:
             return False  # not asked for
         if account in h.discredited and src in h.discredited[account]:
@@ -649,10 +649,16 @@ class Handoff:
         for account in dirty:
             self._evaluate(h, account, now)
 
+    def moved_here(self, h: EpochHandoff, account: bytes) -> bool:
+        """Whether `account` moved to this peer in `h`'s epoch (a new owner, not a continuing one)."""
+        return self.me not in h.old.owners(account) and self.me in h.new.owners(account)
+
     def _evaluate(self, h: EpochHandoff, account: bytes, now: float) -> None:
         if account in h.resolving:
             self._evaluate_resolution(h, account, now)
             return
+        if not self.moved_here(h, account):
+            return  # a continuing owner's account whose resolution is over: nothing to take over
         frozen_at = h.frozen.get(account)
         if account in h.ready and frozen_at is None:
             return

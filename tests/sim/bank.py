@@ -20,20 +20,24 @@ from pathlib import Path
 import trio
 
 from crypto.keys import SigningKey
+from crypto.messages import Certificate, Order, Vote
 from gossip.broadcast import BroadcastConfig
+from gossip.effects import Persist, Send
 from gossip.membership import MembershipConfig
 from peer.committee import Committee
 from peer.epoch_chain import EpochChange, EpochError
-from peer.gateway import GatewayConfig
+from peer.gateway import GatewayConfig, PaymentEvent
 from peer.genesis import DEFAULT_VNODES, Allocation, Genesis
 from peer.handoff import HandoffConfig
 from peer.node import Node, NodeConfig
 from peer.settlement import Settlement
 from peer.sync import SyncConfig
+from peer.wire import VoteReply, VoteRequest
 from store.db import Store
 from tests.sim.network import LinkProfile, SimNetwork, wait_for
 
 HOST = "sim"
+CLIENT = bytes(31) + b"\x01"  # where a client acting as its own gateway "receives" (nobody: dropped)
 
 
 def derive(seed: int, label: str, index: int) -> SigningKey:
@@ -94,6 +98,7 @@ class BankNetwork:
             random.Random(f"{self.seed}/nonce").randbytes(16),
         ).validate()
         self.network_id = self.genesis.network_id
+        self.formed: dict[bytes, Certificate] = {}  # every certificate any gateway ever formed
         self._nursery: trio.Nursery | None = None
         trio._core._run._r.seed(self.seed)
 
@@ -119,9 +124,14 @@ class BankNetwork:
         rng = random.Random(f"{self.seed}/peer/{peer.index}/{peer.boots}")
         peer.node = Node(peer.key, self.genesis, peer.store, links, config, rng=rng,
                          settlement_class=peer.settlement_class, wall=lambda: 1_700_000_000 + trio.current_time())
+        peer.node.runtime.subscribe(self._observe)
         peer.boots += 1
         peer.up = True
         await self._nursery.start(self._run, peer)
+
+    def _observe(self, event: object) -> None:
+        if type(event) is PaymentEvent and event.cert is not None:
+            self.formed.setdefault(event.cert.order.id, event.cert)
 
     async def _run(self, peer: Peer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
@@ -202,6 +212,22 @@ class BankNetwork:
                     continue  # the proposal has not reached it yet, or its handoff is running
             await trio.sleep(0.5)
         return change
+
+    def vote_directly(self, peer: Peer, order: Order) -> Vote | None:
+        """Ask owner `peer` for its vote on `order` as a gateway would (the real vote path; the lock
+        is written before the vote is released) and return the vote instead of sending it: a
+        client acting as its own gateway."""
+        assert peer.node is not None
+        settlement = peer.node.settlement
+        settlement.handle(CLIENT, VoteRequest(order), trio.current_time())
+        effects = settlement.out.drain()
+        vote = None
+        for effect in effects:
+            for then in effect.then if type(effect) is Persist else (effect,):
+                if type(then) is Send and type(then.msg) is VoteReply:
+                    vote = then.msg.vote
+        peer.node.runtime.perform(effects)
+        return vote
 
     def at_epoch(self, epoch: int) -> bool:
         return all(p.node.chain.epoch >= epoch for p in self.members if p.up and p.node is not None)
