@@ -4,41 +4,29 @@ run them here. (The commands' own processes, `peer run`, are real processes all 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from typer.testing import CliRunner
 
 from devnet import cli as devnet_cli
 from peer import cli as peer_cli
+from tests.wallet_support import Result
 
 
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def peer(*args: str | Path) -> Ran:
+def peer(*args: str | Path) -> Result:
     """`peer ARGS` in this process (as `main()` runs it: exit status, message on stderr)."""
     return _run("peer", peer_cli.main, args)
 
 
-def devnet(*args: str | Path) -> Ran:
+def devnet(*args: str | Path) -> Result:
     """`devnet ARGS` in this process."""
     return _run("devnet", devnet_cli.main, args)
 
 
-def _run(name: str, main: Callable[[], None], args: tuple[str | Path, ...]) -> Ran:
+def _run(name: str, main: Callable[[], None], args: tuple[str | Path, ...]) -> Result:
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MESHPAY_")}
     argv = sys.argv
     with CliRunner().isolation(env={**clean, "COLUMNS": "300"}) as (stdout, stderr, _):
@@ -52,4 +40,4 @@ def _run(name: str, main: Callable[[], None], args: tuple[str | Path, ...]) -> R
             sys.argv = argv
         sys.stdout.flush()
         sys.stderr.flush()
-        return Ran(code, stdout.getvalue().decode(), stderr.getvalue().decode())
+        return Result(code, stdout.getvalue().decode(), stderr.getvalue().decode())

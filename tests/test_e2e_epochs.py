@@ -191,8 +191,8 @@ def assert_moved_accounts_agree(devnet: Devnet, before: Chain, after: Chain) -> 
 
 def check(devnet: Devnet) -> dict[str, Any]:
     proc = devnet_cli("check", "--dir", str(devnet.root), "--json", "--quiet-timeout", "90")
-    verdict = json.loads(proc.stdout)
-    assert proc.returncode == 0 and verdict["ok"], verdict["violations"][:10]
+    verdict = json.loads(proc.out)
+    assert proc.code == 0 and verdict["ok"], verdict["violations"][:10]
     return verdict
 
 
@@ -215,8 +215,8 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
     with bench_running(net, rate=25, accounts=30) as result:
         lap("bench funded and flowing")
         added = devnet_cli("add-peer", "--dir", str(net.root), "--count", str(grow), "--json")
-        assert added.returncode == 0, added.stderr
-        grown = json.loads(added.stdout)
+        assert added.code == 0, added.err
+        grown = json.loads(added.out)
         assert grown["epoch"] == start.epoch + 1 and len(grown["committee"]) == size + grow
         assert grown["accounts_moved"] > 0 and grown["bytes_moved"] > 0
         lap(f"add-peer (serving {grown['seconds_to_serving']} s after the proposal)")
@@ -224,8 +224,8 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
         victims = [fresh(net).peers[0].name, *grown["added"][: shrink - 1]]
         for victim in victims:
             removed = devnet_cli("remove-peer", victim, "--dir", str(net.root), "--json")
-            assert removed.returncode == 0, removed.stderr
-            assert victim in json.loads(removed.stdout)["removed"]
+            assert removed.code == 0, removed.err
+            assert victim in json.loads(removed.out)["removed"]
             lap(f"remove-peer {victim}")
         time.sleep(2.0)  # some load in the final epoch too
     lap("bench stopped")
@@ -245,9 +245,9 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
     assert verdict["total_supply"] == verdict["genesis_supply"]
     moved = assert_moved_accounts_agree(devnet, start, end)
     assert moved > EXTRA_ACCOUNTS // 10
-    status = json.loads(devnet_cli("status", "--dir", str(devnet.root), "--json").stdout)
+    status = json.loads(devnet_cli("status", "--dir", str(devnet.root), "--json").out)
     assert all(p["running"] for p in status["peers"]) and not removed_names & {p["name"] for p in status["peers"]}
-    history = json.loads(devnet_cli("epoch", "--dir", str(devnet.root), "--json").stdout)
+    history = json.loads(devnet_cli("epoch", "--dir", str(devnet.root), "--json").out)
     assert [r["epoch"] for r in history["epochs"]] == list(range(end.epoch + 1))
     assert all(r["accounts_moved"] for r in history["epochs"][start.epoch + 1:])
 
@@ -255,7 +255,7 @@ def test_committee_grows_and_shrinks_under_bench(net: Devnet, variant: tuple[int
 # ---- an operator adds a peer; the peer crashes mid-handoff ----------------------------------------------
 def peer_cli(*args: str | Path) -> tuple[int, str, str]:
     ran = peer(*args)
-    return ran.returncode, ran.stdout, ran.stderr
+    return ran.code, ran.out, ran.err
 
 
 def handoff(entry: PeerEntry) -> dict[str, Any] | None:

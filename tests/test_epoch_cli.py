@@ -34,8 +34,8 @@ def test_init_join_writes_an_observer_config_with_a_private_admin_token(tmp_path
     (tmp_path / "pw").write_text("a password\n")
     proc = peer("init", tmp_path / "node7", "--join", "127.0.0.1:7001", "--join", "127.0.0.1:7002",
                 "--genesis", genesis, "--password-file", tmp_path / "pw", "--json")
-    assert proc.returncode == 0, proc.stderr
-    made = json.loads(proc.stdout)
+    assert proc.code == 0, proc.err
+    made = json.loads(proc.out)
     conf = Path(made["config"])
     settings = peer_config.load(conf)
     assert settings.network.seeds == ["127.0.0.1:7001", "127.0.0.1:7002"]
@@ -47,7 +47,7 @@ def test_init_join_writes_an_observer_config_with_a_private_admin_token(tmp_path
     # Two peers never share a token.
     other = peer("init", tmp_path / "node8", "--join", "127.0.0.1:7001", "--genesis", genesis,
                  "--password-file", tmp_path / "pw", "--json")
-    assert peer_config.load(json.loads(other.stdout)["config"]).api.admin_token != settings.api.admin_token
+    assert peer_config.load(json.loads(other.out)["config"]).api.admin_token != settings.api.admin_token
 
 
 def test_init_refuses_a_genesis_that_is_not_one(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_init_refuses_a_genesis_that_is_not_one(tmp_path: Path) -> None:
     bogus.write_text('{"name": "nope"}')
     proc = peer("init", tmp_path / "node", "--join", "127.0.0.1:7001", "--genesis", bogus, "--password-file",
                 tmp_path / "pw")
-    assert proc.returncode == 2 and "--genesis" in proc.stderr
+    assert proc.code == 2 and "--genesis" in proc.err
     assert not (tmp_path / "node" / "peer.key").exists()  # refused before any key was made
 
 
@@ -66,15 +66,15 @@ def test_epoch_commands_refuse_bad_input_and_name_an_unreachable_peer(tmp_path: 
     peer("init", tmp_path / "node", "--api-port", str(api_port), "--genesis", genesis, "--password-file", tmp_path / "pw")
     conf = tmp_path / "node" / "peer.toml"
     proc = peer("epoch", "propose", "--config", conf)
-    assert proc.returncode == 2 and "--add or --remove" in proc.stderr
+    assert proc.code == 2 and "--add or --remove" in proc.err
     proc = peer("epoch", "propose", "--add", "not-hex", "--config", conf)
-    assert proc.returncode == 2 and "not a peer id" in proc.stderr
+    assert proc.code == 2 and "not a peer id" in proc.err
     proc = peer("epoch", "approve", "abc", "--config", conf)
-    assert proc.returncode == 2 and "not a proposal id" in proc.stderr
+    assert proc.code == 2 and "not a proposal id" in proc.err
     proc = peer("epoch", "status", "--config", conf)
-    assert proc.returncode == 6 and f"127.0.0.1:{api_port}" in proc.stderr
+    assert proc.code == 6 and f"127.0.0.1:{api_port}" in proc.err
     proc = peer("epoch", "status", "--config", tmp_path / "missing.toml")
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert proc.code == 2 and "does not exist" in proc.err
 
 
 def _request(authorization: str | None) -> Request:
