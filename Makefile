@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak fuzz bench-foundation bench-settlement bench-gossip lint clean
+.PHONY: devnet test soak fuzz bench-foundation bench-settlement bench-gossip bench-epoch lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -36,6 +36,9 @@ bench-settlement: $(VENV)/.installed
 
 bench-gossip: $(VENV)/.installed
 	$(PY) -m tests.bench.gossip
+
+bench-epoch: $(VENV)/.installed
+	$(PY) -m tests.bench.epoch $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff

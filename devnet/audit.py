@@ -14,6 +14,11 @@ orders for one sequence number and having them sent at once to different owners.
 
 The audit endpoints need the peers' `api.audit_token`: pass `token`, or the auditor reads each
 peer's from its config file in the devnet.
+Owners are those of the current epoch: the auditor follows the chain of epoch certificates from the
+genesis (checking every link, devnet/epochs.py) and takes the newest committee. While an epoch
+change is in progress (peers in different epochs, or a handoff not complete) the network is busy.
+Certificates are compared across all epochs, so two orders for one (sender, seq) certified in
+different epochs are found too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from crypto.address import encode_address
+from devnet import epochs
 from devnet.layout import Devnet, PeerEntry
 from devnet.processes import is_running
 from peer import config as peer_config
@@ -56,6 +62,7 @@ class AuditReport:
     quiet: bool
     notes: list[str] = field(default_factory=list)
     frozen: list[dict] = field(default_factory=list)
+    epoch: int = 0  # whose committee owned the accounts checked
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -123,15 +130,19 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = No
     the time is up; the report is the last look.
     """
     genesis = load_genesis(devnet.genesis_path)
-    ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
     running = [p for p in devnet.peers if is_running(p, devnet)]
     down = [p.name for p in devnet.peers if p not in running]
     tokens = {p.name: token for p in devnet.peers} if token else configured_tokens(devnet)
     deadline = time.monotonic() + quiet_timeout
     while True:
+        chain = epochs.verified_chain(devnet, running)
+        ring = chain.current.ring
+        changing = epochs.changing(running, chain)
         snap = snapshot(running, tokens=tokens)
         violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
-        quiet = not snap.busy
+        quiet = not snap.busy and not changing
+        if changing:
+            notes.append(f"epoch change in progress: {changing}")
         if (quiet and not violations) or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
@@ -146,7 +157,7 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = No
                      f"{len(entry['locks'])} different orders ({split}), so none can reach the quorum of "
                      f"{genesis.quorum}; its sender signed two orders for one sequence number")
     return AuditReport(not violations, violations, [p.name for p in running], down, accounts, certs, total,
-                       genesis.total_supply, quiet, notes, frozen)
+                       genesis.total_supply, quiet, notes, frozen, chain.epoch)
 
 
 def frozen_accounts(snap: Snapshot, ring: Ring, quorum: int, running: list[PeerEntry]) -> list[dict]:

@@ -19,6 +19,7 @@ import gc
 import math
 import os
 import random
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -33,14 +34,13 @@ from crypto.errors import DecodeError
 from crypto.keys import SigningKey
 from crypto.messages import Order
 from crypto.schema import decode_any
-from devnet import sigcost
+from devnet import epochs, sigcost
 from devnet.layout import Devnet
 from devnet.processes import is_running
 from gossip.client import CONNECTION_FAILURES, ClientConnection, open_client
 from gossip.links import ConnectError
 from peer.client_wire import STATUS_NAMES, WAIT_SETTLED, PaymentStatus, Submit
 from peer.genesis import load as load_genesis
-from peer.ring import Ring
 
 MAX_BENCH_AMOUNT = 100  # minor units per bench payment: bench accounts need little money
 
@@ -150,6 +150,11 @@ class Gateway:
             ticket.settled = now
             self.tickets.pop(msg.req, None)
             ticket.done.set()
+        elif msg.code == "shutting_down":
+            # The gateway is leaving (a removed or restarted peer): the same order through another.
+            self.alive = False
+            self.tickets.pop(msg.req, None)
+            self.on_lost(self, [ticket])
         elif status in ("failed", "rejected"):
             ticket.failed = msg.code or status
             self.tickets.pop(msg.req, None)
@@ -226,6 +231,7 @@ class BenchConfig:
     settle_timeout: float = 30.0
     seed: int | None = None
     via: str = "binary"  # or "http"
+    stop: threading.Event | None = None  # set by another thread: issue no more payments (tests, benchmarks)
 
 
 @dataclass
@@ -269,7 +275,7 @@ class Bench:
         self.config = config
         self.genesis = load_genesis(devnet.genesis_path)
         self.network_id = self.genesis.network_id
-        self.ring = Ring(self.genesis.committee, self.genesis.replication, self.genesis.vnodes)
+        self.ring = epochs.verified_chain(devnet).current.ring  # the owners now (devnet/epochs.py)
         self.rng = random.Random(config.seed)
         self.progress = progress or (lambda phase, done, total: None)
         self.gateways: list[Gateway | HttpGateway] = []
@@ -423,7 +429,7 @@ class Bench:
         async def account_loop(i: int, mine: list[Order]) -> None:
             nonlocal issued, next_slot, certified
             for order in mine:
-                if issued >= total or time.perf_counter() >= stop_at:
+                if issued >= total or time.perf_counter() >= stop_at or (cfg.stop is not None and cfg.stop.is_set()):
                     return
                 issued += 1
                 if pacing:

@@ -355,12 +355,13 @@ def _create(root: Path, peers: int, wallets: int, replication: int, quorum: int,
     # More peers than cores: each hand-off to a disk thread waits for the OS to schedule it among
     # busy peers, which cost ~15 ms at p99 to certified on 2 cores with 5 peers (see docs).
     sync_in_thread = peers <= (os.cpu_count() or 1)
+    admin_token = secrets.token_urlsafe(24)  # devnet epoch commands act as every peer's operator
     for entry in entries:
         text = peer_config.render(genesis="../../genesis.json", password_file="../../password.txt",
                                   listen_port=entry.port, api_port=entry.api_port,
                                   seeds=[s for s in seeds if not s.endswith(f":{entry.port}")],
                                   fsync=fsync, sync_in_thread=sync_in_thread, audit_token=audit_token,
-                                  log_format="text")
+                                  admin_token=admin_token, log_format="text")
         write_private(root / "peers" / entry.name / "peer.toml", text)
     allocations = []
     wallet_entries = []

@@ -80,7 +80,8 @@ def cert_json(cert: Certificate) -> dict[str, Any]:
 class Api:
     def __init__(self, node: Node, *, metrics: Metrics | None = None, max_body: int = 64 * 1024,
                  max_waiting: int = 128, max_wait: float = 60.0, peer_port: int = 0,
-                 body_timeout: float = 10.0, audit_token: str = "", lookup_timeout: float = 1.0) -> None:
+                 body_timeout: float = 10.0, audit_token: str = "", lookup_timeout: float = 1.0,
+                 admin_token: str = "") -> None:
         self.node = node
         self.metrics = metrics
         self.max_body = max_body
@@ -95,7 +96,7 @@ class Api:
         self.accepting = True
         self.waiting = 0
         self.started = trio.current_time()
-        self._share = self._ring_share()
+        self._share = (self.node.chain.epoch, self._ring_share())  # recomputed when the epoch changes
         self.app = Starlette(routes=[
             Route("/v1/status", self._wrap("status", self.status)),
             Route("/v1/peers", self._wrap("peers", self.peers)),
@@ -111,6 +112,8 @@ class Api:
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
         self.app.add_exception_handler(Exception, self._internal)
+        from peer import api_epoch  # epoch routes (docs/api.md "Epochs"); imports this module
+        api_epoch.mount(self, admin_token)
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _wrap(self, name: str, handler):
@@ -195,6 +198,11 @@ class Api:
                  if self.node.membership.state_of(pid) is not None else "unknown"}
                 for pid in self.node.settlement.ring.owners(account)]
 
+    def _current_share(self) -> float:
+        if self._share[0] != self.node.chain.epoch:
+            self._share = (self.node.chain.epoch, self._ring_share())
+        return self._share[1]
+
     def _ring_share(self) -> float:
         ring = self.node.settlement.ring
         samples = [i.to_bytes(4, "big") * 8 for i in range(2048)]
@@ -214,11 +222,11 @@ class Api:
             "version": VERSION,
             "uptime_seconds": round(trio.current_time() - self.started, 3),
             "accepting": self.accepting,
-            "committee_member": node.id in node.genesis.committee,
-            "committee_size": len(node.genesis.committee),
+            "committee_member": node.id in node.chain.current,
+            "committee_size": len(node.chain.current.members),
             "replication": node.genesis.replication,
             "quorum": node.genesis.quorum,
-            "ring_share": round(self._share, 4),
+            "ring_share": round(self._current_share(), 4),
             "members": counts,
             "incarnation": node.membership.incarnation,
             "peer_port": self.peer_port,
@@ -239,12 +247,12 @@ class Api:
         node = self.node
         rows = [{"peer_id": node.id.hex(), "state": "alive", "self": True, "host": node.membership.record.host,
                  "port": node.membership.record.port, "api": self._api_url(node.id),
-                 "incarnation": node.membership.incarnation, "committee": node.id in node.genesis.committee}]
+                 "incarnation": node.membership.incarnation, "committee": node.id in node.chain.current}]
         for pid, m in sorted(node.membership.members.items()):
             rows.append({"peer_id": pid.hex(), "state": STATE_NAMES[m.state], "self": False,
                          "host": m.record.host if m.record else None, "port": m.record.port if m.record else None,
                          "api": self._api_url(pid), "incarnation": m.incarnation,
-                         "committee": pid in node.genesis.committee})
+                         "committee": pid in node.chain.current})
         return JSONResponse({"peers": rows})
 
     async def genesis(self, request: Request) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from rich.table import Table
 from crypto import keystore
 from crypto.errors import KeystoreError, MeshpayError, WrongPassword
 from crypto.keys import SigningKey
-from peer import cli_genesis
+from peer import cli_epoch, cli_genesis
 from peer import config as peer_config
 from peer import genesis as genesis_file
 from peer.cli_exit import CliFailure, Exit, error_console, install_version
@@ -73,7 +74,8 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Directory for the peer's key, config, genesis and data")],
     port: Annotated[int, typer.Option(help="Peer-to-peer port")] = 7000,
     api_port: Annotated[int, typer.Option(help="HTTP API port")] = 8000,
-    seed: Annotated[list[str] | None, typer.Option(help="HOST:PORT of a peer to join through (repeatable)")] = None,
+    seed: Annotated[list[str] | None, typer.Option(
+        "--seed", "--join", help="HOST:PORT of a peer to join through (repeatable)")] = None,
     genesis: Annotated[Path | None, typer.Option(
         help="The network's genesis file: checked and copied into the directory as genesis.json")] = None,
     password_file: Annotated[Path | None, typer.Option(help="Read the new key's password from this file")] = None,
@@ -106,7 +108,8 @@ def init(
         shutil.copyfile(genesis, genesis_path)
     conf_path.write_text(peer_config.render(
         genesis="genesis.json", listen_port=port, api_port=api_port, seeds=list(seed or []),
-        password_file=str(password_file.resolve()) if password_file else None))
+        password_file=str(password_file.resolve()) if password_file else None,
+        admin_token=secrets.token_urlsafe(24)))
     steps = _next_steps(directory, conf_path, genesis_path, api_port, seeded=bool(seed),
                         member=network is not None and key.public in network.committee)
     result = {"peer_id": key.public.hex(), "key_file": str(key_path), "config": str(conf_path),
@@ -281,6 +284,7 @@ def info(peer: PeerOption = None, api: OldApiOption = None,
 
 
 app.add_typer(cli_genesis.app, name="genesis")
+app.add_typer(cli_epoch.app, name="epoch")
 
 
 def main() -> None:

@@ -103,12 +103,15 @@ class ApiSettings(BaseModel):
     lookup_timeout: float = Field(1.0, gt=0)
     # Bearer token for /v1/audit/*; empty: the audit endpoints are off (404).
     audit_token: str = ""
+    # Bearer token for the operator's actions over HTTP (epoch proposals and approvals, the admin
+    # API); empty: they are off.
+    admin_token: str = ""
 
-    @field_validator("audit_token")
+    @field_validator("audit_token", "admin_token")
     @classmethod
     def _token(cls, value: str) -> str:
         if value and (len(value) < 16 or not value.isascii() or not value.isprintable() or " " in value):
-            raise ValueError("an audit token is at least 16 printable ASCII characters without spaces")
+            raise ValueError("a token is empty (off) or at least 16 printable ASCII characters without spaces")
         return value
 
     @model_validator(mode="after")
@@ -289,6 +292,9 @@ max_header_bytes = 16384
 lookup_timeout = 1.0
 # Bearer token that opens /v1/audit/* (at least 16 characters); empty keeps them off.
 {audit_line}
+# Bearer token for the operator's actions over HTTP (epoch proposals and approvals, the admin API).
+# Empty keeps them off. Anyone who can read this file can act as this peer's operator.
+admin_token = "{admin_token}"
 
 [log]
 # debug (every payment's life: received, certified, applied) | info (summaries) | warning | error
@@ -357,7 +363,7 @@ def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str =
            password_file: str | None = None, listen_host: str = "127.0.0.1", listen_port: int = 7000,
            advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000,
            fsync: bool = True, sync_in_thread: bool = True, audit_token: str | None = None,
-           log_level: str = "info", log_format: str = "text") -> str:
+           log_level: str = "info", log_format: str = "text", admin_token: str = "") -> str:
     password_line = f'password_file = "{password_file}"' if password_file else '# password_file = "password.txt"'
     audit_line = f'audit_token = "{audit_token}"' if audit_token else '# audit_token = ""'
     return TEMPLATE.format(
@@ -365,7 +371,7 @@ def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str =
         listen_host=listen_host, listen_port=listen_port, advertise_host=advertise_host,
         seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port,
         fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread), audit_line=audit_line,
-        log_level=log_level, log_format=log_format,
+        log_level=log_level, log_format=log_format, admin_token=admin_token,
     )
 
 

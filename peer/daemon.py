@@ -200,7 +200,8 @@ class Daemon:
             node.runtime.subscribe(logs.PaymentLog(node).on_event)  # payment life at debug, summaries at info
             api = Api(node, metrics=metrics, max_body=s.api.max_body_bytes, max_waiting=s.api.max_waiting,
                       max_wait=s.api.max_wait_seconds, peer_port=port, body_timeout=s.api.body_timeout,
-                      audit_token=s.api.audit_token, lookup_timeout=s.api.lookup_timeout)
+                      audit_token=s.api.audit_token, lookup_timeout=s.api.lookup_timeout,
+                      admin_token=s.api.admin_token)
             service = ClientService(node)
             clients.append(service)
             await nursery.start(node.run)

@@ -11,6 +11,15 @@ silent past the deadline). Every step is bounded: vote requests are re-sent to s
 times with backoff, deliveries are retried a few times, and the deadline ends the attempt. A client
 that submits the same order again joins the payment in flight, or restarts a failed one: it can
 only ever produce the same certificate, never a second payment (owners lock `(sender, seq)`).
+
+Epochs (docs/protocol.md 8.4, 11.6): the gateway asks the owners of its current epoch. Votes are
+grouped by the epoch they name; W valid votes of one epoch from that epoch's owners certify (an
+older epoch's certificate is as final as a new one). When the gateway moves to a new epoch, pending
+payments ask the new owners and deliveries go to the new owners (owners are recomputed on every
+round). A `handoff_pending` refusal is retried and extends the payment's deadline, up to
+`handoff_wait` more seconds: a payment may wait for a handoff, it does not fail because of one. A
+`not_owner` refusal means the owner and the gateway are in different epochs: it is retried, and
+the two compare chains (`sync_epochs`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from crypto.errors import DecodeError
 from crypto.messages import Certificate, Order, Vote
 from gossip.effects import Notify, Outbox, Penalize, Publish
 from peer.certify import CertificateChecker, CertificateError
+from peer.committee import Committee
 from peer.ring import Ring
 from peer.wire import SIDE_CREDIT, SIDE_DEBIT, CertDelivery, Refusal, Refuse, VoteRequest
 
@@ -44,6 +54,7 @@ class GatewayConfig:
     hedge_min: float = 0.05
     hedge_max: float = 1.0
     hedge_factor: float = 3.0
+    handoff_wait: float = 120.0  # how much longer than `deadline` a payment may wait for handoffs
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +76,10 @@ class Payment:
     owners_from: tuple[bytes, ...]
     owners_to: tuple[bytes, ...]
     created: float
+    deadline: float = 0.0
     status: str = PENDING
-    votes: dict[bytes, Vote] = field(default_factory=dict)
+    votes: dict[bytes, Vote] = field(default_factory=dict)  # in the gateway's current epoch
+    other_votes: dict[int, dict[bytes, Vote]] = field(default_factory=dict)  # epoch -> voter -> vote
     refused: dict[bytes, tuple[Refuse, str, bytes]] = field(default_factory=dict)
     retry: set[bytes] = field(default_factory=set)  # owners that said "try again later"
     cert: Certificate | None = None
@@ -92,8 +105,12 @@ class GatewayFull(Exception):
 class Gateway:
     def __init__(self, me: bytes, network_id: bytes, ring: Ring, quorum: int, checker: CertificateChecker,
                  out: Outbox, config: GatewayConfig | None = None,
-                 alive: Callable[[bytes], bool] | None = None) -> None:
+                 alive: Callable[[bytes], bool] | None = None, *, epoch: int = 0,
+                 committee_of: Callable[[int], Committee | None] | None = None,
+                 sync_epochs: Callable[[bytes], None] | None = None) -> None:
         self.me = me
+        self.committee_of = committee_of or (lambda epoch: None)  # epoch -> committee, None if unknown
+        self.sync_epochs = sync_epochs or (lambda peer: None)  # compare epoch chains with `peer`
         self.alive = alive or (lambda peer: True)
         self._certify_ewma: float | None = None
         self.network_id = network_id
@@ -102,7 +119,7 @@ class Gateway:
         self.checker = checker
         self.out = out
         self.config = config or GatewayConfig()
-        self.epoch = 0  # the epoch whose votes this gateway gathers
+        self.epoch = epoch  # the epoch whose owners this gateway asks
         self.active: dict[bytes, Payment] = {}
         self.done: OrderedDict[bytes, Payment] = OrderedDict()
         self._timers: list[tuple[float, int, bytes]] = []  # (at, timer id, order id)
@@ -125,13 +142,36 @@ class Gateway:
         if len(self.active) >= self.config.max_in_flight:
             raise GatewayFull(f"{len(self.active)} payments in flight at this gateway")
         self.done.pop(oid, None)
-        p = Payment(order, oid, self.ring.owners(order.sender), self.ring.owners(order.recipient), now)
+        p = Payment(order, oid, self.ring.owners(order.sender), self.ring.owners(order.recipient), now,
+                    now + self.config.deadline)
         self.active[oid] = p
         if known_cert is not None:
             self._certify(p, known_cert, now)
             return p
         self._ask_votes(p, now)
         return p
+
+    def set_committee(self, committee: Committee, now: float) -> None:
+        """An epoch change: ask the new epoch's owners from now on, and re-target payments in flight."""
+        old = self.epoch
+        self.epoch = committee.epoch
+        self.ring = committee.ring
+        self.quorum = committee.quorum
+        for p in list(self.active.values()):
+            p.owners_from = self.ring.owners(p.order.sender)
+            p.owners_to = self.ring.owners(p.order.recipient)
+            if p.status == PENDING:
+                # Votes of the old epoch stay: with W of them a certificate of that epoch still forms.
+                if p.votes:
+                    p.other_votes[old] = p.votes
+                p.votes = p.other_votes.pop(self.epoch, {})
+                p.refused.clear()
+                p.retry.clear()
+                p.rounds = max(p.rounds, 1)  # ask every new owner at once
+                self._ask_votes(p, now)
+            else:
+                p.deliveries = 0
+                self._deliver(p, now)
 
     def abort_pending(self, code: str, detail: str, now: float) -> int:
         """Fail every payment still waiting for votes (shutdown); returns how many."""
@@ -145,20 +185,28 @@ class Gateway:
         p = self.active.get(vote.order_id)
         if p is None or p.status != PENDING:
             return
-        if vote.voter != src or src not in p.owners_from:
+        if vote.epoch == self.epoch:
+            owners, quorum, bucket = p.owners_from, self.quorum, p.votes
+        else:
+            committee = self.committee_of(vote.epoch)
+            if committee is None:
+                if vote.epoch > self.epoch:
+                    self.sync_epochs(src)  # the owner is ahead of us
+                return
+            owners, quorum = committee.owners(p.order.sender), committee.quorum
+            bucket = p.other_votes.setdefault(vote.epoch, {})
+        if vote.voter != src or src not in owners:
             self.out.add(Penalize(src, 5, "vote from a peer that is not an owner (or for someone else)"))
             return
-        if src in p.votes:
+        if src in bucket:
             return
-        if vote.epoch != self.epoch:
-            return  # cast in another epoch: it cannot join this epoch's quorum
         if src != self.me and not vote.signature_valid(self.network_id, p.order.sig):
             self.out.add(Penalize(src, 10, "invalid vote signature"))
             return
-        p.votes[src] = vote
+        bucket[src] = vote
         p.retry.discard(src)
-        if len(p.votes) >= self.quorum:
-            chosen = tuple(sorted(p.votes.values(), key=lambda v: v.voter)[: self.quorum])
+        if len(bucket) >= quorum:
+            chosen = tuple(sorted(bucket.values(), key=lambda v: v.voter)[:quorum])
             cert = Certificate(p.order, chosen)
             self.checker.remember(cert)  # every vote in it was verified as it arrived
             self._certify(p, cert, now)
@@ -183,6 +231,11 @@ class Gateway:
                 self._certify(p, cert, now)
             return
         if code.retryable:
+            if code is Refuse.HANDOFF_PENDING:
+                cap = p.created + self.config.deadline + self.config.handoff_wait
+                p.deadline = min(cap, max(p.deadline, now + self.config.deadline / 2))
+            elif code is Refuse.NOT_OWNER:
+                self.sync_epochs(src)  # an honest owner says so only to a gateway of another epoch
             p.retry.add(src)
             if p.rounds == 1 and self.config.hedge:
                 self._ask_votes(p, now)
@@ -202,7 +255,8 @@ class Gateway:
             p.debit_acks.add(src)
         if sides & SIDE_CREDIT and src in p.owners_to:
             p.credit_acks.add(src)
-        if p.status == CERTIFIED and len(p.debit_acks) >= self.quorum and len(p.credit_acks) >= self.quorum:
+        if p.status == CERTIFIED and self._acked(p.debit_acks, p.owners_from) >= self.quorum \
+                and self._acked(p.credit_acks, p.owners_to) >= self.quorum:
             p.status = SETTLED
             p.settled_at = now
             self.outcomes[SETTLED] += 1
@@ -221,8 +275,8 @@ class Gateway:
             if p is None or p.timer != timer:
                 continue
             if p.status == PENDING:
-                if now >= p.created + self.config.deadline:
-                    self._fail(p, "timeout", f"no quorum of votes within {self.config.deadline:.0f} s", now)
+                if now >= p.deadline:
+                    self._fail(p, "timeout", f"no quorum of votes within {p.deadline - p.created:.0f} s", now)
                 else:
                     self._ask_votes(p, now)
             elif p.status in (CERTIFIED, SETTLED):
@@ -243,7 +297,7 @@ class Gateway:
             self.out.send(owner, request)
         p.rounds += 1
         p.retry.clear()
-        self._schedule(min(now + delay, p.created + self.config.deadline), p)
+        self._schedule(min(now + delay, p.deadline), p)
 
     def _first_quorum(self, p: Payment) -> list[bytes]:
         """This peer if it owns the account, then live owners in an order spread by payment id."""
@@ -276,6 +330,9 @@ class Gateway:
             self._finish(p)  # anti-entropy completes what the retries did not
             return
         p.deliveries += 1
+        # Owners of the gateway's current epoch, recomputed every round (the epoch may have changed).
+        p.owners_from = self.ring.owners(p.order.sender)
+        p.owners_to = self.ring.owners(p.order.recipient)
         delivery = CertDelivery(p.cert)
         for owner in set(p.owners_from) | set(p.owners_to):
             need_debit = owner in p.owners_from and owner not in p.debit_acks
@@ -287,6 +344,11 @@ class Gateway:
     @staticmethod
     def _all_confirmed(p: Payment) -> bool:
         return set(p.owners_from) <= p.debit_acks and set(p.owners_to) <= p.credit_acks
+
+    @staticmethod
+    def _acked(acks: set[bytes], owners: tuple[bytes, ...]) -> int:
+        """Confirmations from current owners (an owner of an earlier epoch may have confirmed too)."""
+        return sum(1 for o in owners if o in acks)
 
     def _fail_from_refusals(self, p: Payment, now: float) -> None:
         codes = Counter(code for code, _, _ in p.refused.values())

@@ -13,6 +13,11 @@ Rules:
   can pull the missing certificates.
 - Applying never checks the balance: a certificate is final. An owner that missed a credit can show
   a negative balance until anti-entropy brings the credit.
+- Ownership is that of the current epoch (`ring`, replaced at an epoch change). State of accounts
+  this peer no longer owns is kept: it serves handoff streams and history from it.
+- A hold set at `(sender, seq)` (docs/protocol.md 11.5) is what an owner inherited at a handoff: one
+  order binds like a lock without a vote (the owner will vote only for it), two or more freeze the
+  sequence. Applying the debit at that sequence removes it, as it removes a lock.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Ledger:
         self.me = me
         self.accounts: dict[bytes, AccountState] = {}
         self.locks: dict[tuple[bytes, int], Lock] = {}
+        self.holds: dict[tuple[bytes, int], tuple[bytes, ...]] = {}  # encoded orders, by order id
         self.waiting: dict[bytes, dict[int, Certificate]] = {}
         self._applied: OrderedDict[bytes, int] = OrderedDict()
         # Recent writes, so reads never miss what a batch still in the group-commit queue holds.
@@ -66,6 +72,8 @@ class Ledger:
             self.changed.add(account)
         for account, seq, lock in self.store.locks():
             self.locks[(account, seq)] = lock
+        for account, seq, orders in self.store.holds():
+            self.holds[(account, seq)] = orders
         for account, seq, order_id in self.store.waiting():
             raw = self.store.get_cert(order_id)
             if raw is not None:
@@ -127,12 +135,60 @@ class Ledger:
         state = self.accounts.get(account)
         return None if state is None else self.locks.get((account, state.next_seq))
 
-    # ---- locks ----------------------------------------------------------------------------------
+    def set_ring(self, ring: Ring) -> None:
+        """An epoch change: ownership from now on is that of `ring`."""
+        self.ring = ring
+
+    def init_account(self, account: bytes, balance: int, batch: Batch) -> bool:
+        """Give a newly owned account its genesis allocation, once per database (False if this peer
+        has held state for it before: then the allocation is in it already)."""
+        if account in self.accounts:
+            return False
+        state = self.accounts[account] = AccountState(balance=balance)
+        self.changed.add(account)
+        batch.put_account(account, state)
+        return True
+
+    # ---- locks and holds ---------------------------------------------------------------------------
     def lock(self, account: bytes, seq: int, order: Order, vote_bytes: bytes, batch: Batch) -> Lock:
         lock = Lock(order.encode(), vote_bytes)
         self.locks[(account, seq)] = lock
         batch.put_lock(account, seq, lock)
+        if self.holds.pop((account, seq), None) is not None:
+            batch.delete_holds(account, seq)  # voting for the one held order turns it into a lock
         return lock
+
+    def unlock(self, account: bytes, seq: int, batch: Batch) -> None:
+        if self.locks.pop((account, seq), None) is not None:
+            batch.delete_lock(account, seq)
+
+    def set_holds(self, account: bytes, seq: int, orders: tuple[bytes, ...], batch: Batch) -> None:
+        """Replace the hold set at (account, seq); an empty one removes it."""
+        if orders:
+            self.holds[(account, seq)] = orders
+            batch.put_holds(account, seq, orders)
+        elif self.holds.pop((account, seq), None) is not None:
+            batch.delete_holds(account, seq)
+
+    def held_orders(self, account: bytes, seq: int) -> list[bytes]:
+        """Encoded orders this owner holds at (account, seq): its lock's order and its hold set."""
+        held: list[bytes] = []
+        lock = self.locks.get((account, seq))
+        if lock is not None:
+            held.append(lock.order)
+        for raw in self.holds.get((account, seq), ()):
+            if raw not in held:
+                held.append(raw)
+        return held
+
+    def frozen_count(self) -> int:
+        """Accounts whose frontier is frozen (a hold set of two or more orders at next_seq)."""
+        count = 0
+        for (account, seq), orders in self.holds.items():
+            state = self.accounts.get(account)
+            if len(orders) >= 2 and state is not None and state.next_seq == seq:
+                count += 1
+        return count
 
     # ---- applying -------------------------------------------------------------------------------
     def apply(self, cert: Certificate, batch: Batch) -> ApplyResult:
@@ -201,6 +257,8 @@ class Ledger:
         self._remember(self._debits, (order.sender, order.seq), oid)
         if self.locks.pop((order.sender, order.seq), None) is not None:
             batch.delete_lock(order.sender, order.seq)
+        if self.holds.pop((order.sender, order.seq), None) is not None:
+            batch.delete_holds(order.sender, order.seq)
         state.next_seq = order.seq + 1
         batch.put_history(order.sender, state.history, HistoryEntry(oid, layout.DIRECTION_DEBIT))
         state.history += 1

@@ -7,6 +7,7 @@ differences are the `Links`, the clock, and whether writes are fsynced from a th
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,17 +17,27 @@ import trio
 from crypto.errors import DecodeError
 from crypto.keys import SigningKey
 from crypto.messages import Certificate, Order, PeerRecord
-from gossip.broadcast import Broadcast, BroadcastConfig
+from gossip.broadcast import Broadcast, BroadcastConfig, Verdict
 from gossip.links import Links
 from gossip.membership import Membership, MembershipConfig
 from gossip.runtime import Runtime
+from peer.epochs import (
+    BROADCAST_KINDS,
+    EPOCH_MESSAGE_TYPES,
+    EpochChanged,
+    EpochConfig,
+    EpochManager,
+    load_chain,
+)
 from peer.equivocation import EquivocationBook
 from peer.gateway import CERTIFIED, FAILED, SETTLED, GatewayConfig, Payment, PaymentEvent
 from peer.genesis import Genesis
+from peer.handoff import HandoffComplete, HandoffConfig
 from peer.lookup import MESSAGE_TYPES as LOOKUP_TYPES
 from peer.lookup import Lookup, PaymentReported
 from peer.settlement import MESSAGE_TYPES, Settlement, StatusAnswer
 from peer.sync import SyncConfig
+from peer.wire import payload_kind
 from store.db import Batch, Store
 from store.group_commit import GroupCommitWriter
 
@@ -44,6 +55,8 @@ class NodeConfig:
     broadcast: BroadcastConfig = field(default_factory=BroadcastConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    epochs: EpochConfig = field(default_factory=EpochConfig)
     fsync: bool = True
     writer_thread: bool = True
     flush_delay: float = 0.0
@@ -51,7 +64,8 @@ class NodeConfig:
 
 class Node:
     def __init__(self, key: SigningKey, genesis: Genesis, store: Store, links: Links, config: NodeConfig,
-                 *, rng: random.Random | None = None, settlement_class: type[Settlement] = Settlement) -> None:
+                 *, rng: random.Random | None = None, settlement_class: type[Settlement] = Settlement,
+                 wall: Callable[[], float] = time.time) -> None:
         self.key = key
         self.id = key.public
         self.genesis = genesis
@@ -62,7 +76,15 @@ class Node:
         stored = store.get_meta("incarnation")
         incarnation = (stored + 1) if isinstance(stored, int) else 0
         seeds = [s for s in config.seeds if s != (config.host, config.port)]
-        committee = frozenset(genesis.committee)
+        # The chain of epoch certificates this peer stored; ownership is that of its head epoch.
+        self.chain = load_chain(genesis, store)
+        # The committee membership keeps places for: the current one and, until `run` knows whether
+        # this peer still takes accounts over from it, the previous one (`_follow_committee`).
+        committee = set(self.chain.current.members)
+        previous = self.chain.committee(self.chain.epoch - 1) if self.chain.epoch > 0 else None
+        if previous is not None:
+            committee.update(previous.members)
+        committee = frozenset(committee)
         # Stored records are redialled after a restart. Only committee members' are kept (an
         # outsider's record is never stored; a database written before that rule may hold some:
         # they are deleted once the writer runs).
@@ -81,21 +103,27 @@ class Node:
                                      api_port=config.api_port, incarnation=incarnation,
                                      seeds=seeds, config=config.membership, rng=rng)
         self.settlement = settlement_class(key, genesis, store, alive=self.membership.alive, rng=rng,
-                                     gateway_config=config.gateway, sync_config=config.sync)
+                                           gateway_config=config.gateway, sync_config=config.sync,
+                                           chain=self.chain, handoff_config=config.handoff)
+        self.epochs = EpochManager(key, genesis, store, self.chain, self.settlement, alive=self.membership.alive,
+                                   clock=trio.current_time, wall=wall, rng=rng, config=config.epochs)
         self.broadcast = Broadcast(genesis.network_id, self.membership.alive, self.id,
                                    observers=self.membership.outsider_ids, trusted=self.membership.is_committee,
-                                   validate=self.settlement.validate_broadcast, config=config.broadcast, rng=rng)
+                                   validate=self._validate_broadcast, config=config.broadcast, rng=rng)
         self.writer = GroupCommitWriter(store, sync=config.fsync, in_thread=config.writer_thread,
                                         flush_delay=config.flush_delay)
         self.runtime = Runtime(links, self.membership, self.broadcast, writer=self.writer, store=store)
         self.runtime.add_service(self.settlement, MESSAGE_TYPES)
+        self.runtime.add_service(self.epochs, EPOCH_MESSAGE_TYPES)
         self.runtime.subscribe(self.settlement.on_event)
+        self.runtime.subscribe(self.epochs.on_event)
         self.runtime.subscribe(self._on_event)
         self.lookup = Lookup(self.settlement.ledger)
         self.runtime.add_service(self.lookup, LOOKUP_TYPES)
         self.equivocations = EquivocationBook(self.settlement.ledger)
         self.runtime.subscribe(self.equivocations.on_event)
         self._reports: dict[bytes, tuple[dict[bytes, PaymentReported], set[bytes], trio.Event]] = {}
+        self.epochs.drain = self._perform_cores
         self._latest: dict[bytes, PaymentEvent] = {}
         # order id -> callbacks; a callback returning True is done and removed
         self._watchers: dict[bytes, list[Callable[[PaymentEvent], bool]]] = defaultdict(list)
@@ -106,9 +134,43 @@ class Node:
             await nursery.start(self.writer.run)
             if len(self._stale_records):
                 self.writer.submit(self._stale_records)
-            self.settlement.start(trio.current_time())
+            now = trio.current_time()
+            self.settlement.start(now)
+            self.epochs.start(now)
+            self._follow_committee()
             await nursery.start(self.runtime.run)
             task_status.started()
+
+    # ---- epochs --------------------------------------------------------------------------------
+    def _validate_broadcast(self, payload: bytes) -> Verdict:
+        """Route a broadcast to the core that owns its kind: certificates, or epoch messages."""
+        kind = payload_kind(payload)
+        if kind == Certificate.KIND:
+            return self.settlement.validate_broadcast(payload)
+        if kind in BROADCAST_KINDS:
+            return self.epochs.validate_broadcast(payload)
+        return Verdict.REJECT
+
+    def _perform_cores(self) -> None:
+        """Perform what an API call into the epoch manager asked for (the seal goes first)."""
+        self.runtime.perform(self.settlement.out.drain())
+        self.runtime.perform(self.epochs.out.drain())
+
+    def set_committee(self, ids: frozenset[bytes]) -> None:
+        """The committee changed (an epoch change): membership, broadcast and the links follow."""
+        self.membership.set_committee(ids)
+        self.runtime.perform(self.membership.out.drain())
+
+    def _follow_committee(self) -> None:
+        """Membership keeps the current committee's places, and the previous one's while this peer
+        still takes accounts over from it."""
+        ids = set(self.chain.current.members)
+        handoff = self.settlement.handoff
+        for epoch in handoff.incomplete:
+            previous = self.chain.committee(epoch - 1)
+            if previous is not None:
+                ids.update(previous.members)
+        self.set_committee(frozenset(ids))
 
     # ---- clients -------------------------------------------------------------------------------
     def submit(self, order: Order) -> Payment:
@@ -183,6 +245,11 @@ class Node:
                 waiting[0][event.src] = event
                 if len(waiting[0]) == len(waiting[1]):
                     waiting[2].set()
+        elif kind is EpochChanged:
+            self._follow_committee()
+        elif kind is HandoffComplete:
+            self.epochs.on_handoff_complete(event)
+            self._follow_committee()
 
     async def applied_by(self, order_id: bytes, owners: tuple[bytes, ...], timeout: float) -> dict[bytes, int]:
         """Ask owners which sides of a payment they applied (for `settled` away from the gateway)."""
@@ -221,10 +288,6 @@ class Node:
             self._reports.pop(order_id, None)
         return answers
 
-    def set_committee(self, ids: frozenset[bytes]) -> None:
-        """The committee changed (an epoch change): membership, broadcast and the links follow."""
-        self.membership.set_committee(ids)
-        self.runtime.perform(self.membership.out.drain())
 
     def certificate(self, order_id: bytes) -> Certificate | None:
         return self.settlement.payment(order_id)[1]

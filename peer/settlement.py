@@ -3,6 +3,13 @@
 It takes settlement messages and time, and returns effects: messages, durable writes with the
 messages that must wait for them, broadcasts, and payment events. The runtime drives it exactly
 like the gossip cores, in the daemon and in simulation alike.
+
+Epochs: ownership is that of the current epoch of the `chain` (shared with the epoch manager,
+peer/epochs.py, which calls `enter_epoch` when it accepts a certificate). Certificates of any known
+epoch are checked against their own epoch's committee; one of an epoch not known yet is parked and
+retried once the chain has caught up. A certificate delivered to a peer that owned one of its
+sides in an earlier epoch, but no longer does, is forwarded to the current owners of that side
+(docs/protocol.md 11.6). The handoff (peer/handoff.py) shares this service's outbox.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from crypto.errors import DecodeError
 from crypto.keys import SigningKey
@@ -18,15 +26,18 @@ from crypto.messages import Certificate, Order, Vote
 from crypto.schema import Message
 from gossip.broadcast import Delivered, Verdict
 from gossip.effects import Notify, Outbox, Penalize, Persist, Seen, Send
-from peer.certify import CertificateChecker, CertificateError
+from peer.certify import CertificateChecker, CertificateError, UnknownEpoch
 from peer.committee import Committee
+from peer.epoch_chain import Chain
 from peer.equivocation import ConflictSeen
 from peer.gateway import Gateway, GatewayConfig, Payment
 from peer.genesis import Genesis
+from peer.handoff import Handoff, HandoffConfig
 from peer.ledger import Ledger
 from peer.sync import Sync, SyncConfig
 from peer.voting import decide
 from peer.wire import (
+    AccountReport,
     AEAccounts,
     AEDigest,
     Applied,
@@ -36,17 +47,24 @@ from peer.wire import (
     CertRange,
     CreditsReply,
     CreditsRequest,
+    HandoffAccounts,
+    HandoffChunk,
+    HandoffPull,
     Refusal,
     Refuse,
     StatusQuery,
     StatusReply,
     VoteReply,
     VoteRequest,
+    payload_kind,
 )
 from store.db import Batch, Store
 
 MESSAGE_TYPES = (VoteRequest, VoteReply, Refusal, CertDelivery, Applied, CertRange, CertBatch, CertFetch,
-                 AEDigest, AEAccounts, CreditsRequest, CreditsReply, StatusQuery, StatusReply)
+                 AEDigest, AEAccounts, CreditsRequest, CreditsReply, StatusQuery, StatusReply,
+                 HandoffPull, HandoffAccounts, HandoffChunk, AccountReport)
+PARKED = 1024  # certificates of epochs not known yet, kept until the chain catches up
+FORWARDED = 50_000  # certificates already forwarded to their current owners (once each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +94,8 @@ class OrderRejected(Exception):
 
 
 class Settlement:
+    handoff_class: ClassVar[type[Handoff]] = Handoff
+
     def __init__(
         self,
         key: SigningKey,
@@ -86,28 +106,42 @@ class Settlement:
         rng: random.Random | None = None,
         gateway_config: GatewayConfig | None = None,
         sync_config: SyncConfig | None = None,
+        chain: Chain | None = None,
+        handoff_config: HandoffConfig | None = None,
     ) -> None:
         self.key = key
         self.me = key.public
         self.genesis = genesis
         self.network_id = genesis.network_id
-        self.quorum = genesis.quorum
-        self.epoch = 0
-        self.committee = Committee.from_genesis(genesis)
+        self.chain = chain if chain is not None else Chain.from_genesis(genesis)
+        self.committee: Committee = self.chain.current
+        self.epoch = self.committee.epoch
         self.ring = self.committee.ring
+        self.quorum = self.committee.quorum
         self.store = store
         self.out = Outbox()
         self.rng = rng or random.Random()
         self.ledger = Ledger(store, self.ring, self.me)
-        self.checker = CertificateChecker(self.network_id, self.committee_of,
+        self.checker = CertificateChecker(self.network_id, self.chain.committee,
                                           own_vote=self._own_vote, self_id=self.me)
         self._alive = alive
+        # Set by the epoch manager: compare epoch chains with a peer (None: any live peer).
+        self.sync_epochs: Callable[[bytes | None], None] = lambda peer: None
         self.gateway = Gateway(self.me, self.network_id, self.ring, self.quorum, self.checker, self.out,
-                               gateway_config, alive=self._is_alive)
-        self.sync = Sync(self.ledger, self.out, self.rng, alive, self._apply_pulled, sync_config)
+                               gateway_config, alive=self._is_alive, epoch=self.epoch,
+                               committee_of=self.chain.committee, sync_epochs=self._sync_epochs)
+        self.sync = Sync(self.ledger, self.out, self.rng, alive, self._apply_pulled, sync_config,
+                         credits_listed=self._credits_listed)
+        self.handoff = self.handoff_class(
+            self.me, self.network_id, self.ledger, store, self.chain, self.out, alive=alive,
+            apply=self._apply_handoff_cert, need=self._need_from, signature_ok=self._signature_ok,
+            later_epoch=self._sync_epochs, config=handoff_config)
         self._verified_orders: OrderedDict[bytes, None] = OrderedDict()
         self._decoded: OrderedDict[bytes, Certificate] = OrderedDict()  # broadcast payload -> cert
-        self.counters = {"votes": 0, "refusals": 0, "certs_applied": 0, "certs_invalid": 0}
+        self._parked: OrderedDict[bytes, tuple[Certificate, bytes | None]] = OrderedDict()
+        self._forwarded: OrderedDict[bytes, None] = OrderedDict()
+        self.counters = {"votes": 0, "refusals": 0, "certs_applied": 0, "certs_invalid": 0,
+                         "certs_forwarded": 0, "certs_parked": 0}
         self._now = 0.0  # time of the latest input; events arrive within a handle/tick call
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -118,18 +152,52 @@ class Settlement:
         if batch is not None:
             self.out.add(Persist(batch))
         self.sync.start(now)
+        self.handoff.load(now)
         # Waiting debits whose gap was not closed before the restart: ask again.
         for sender, waiting in self.ledger.waiting.items():
             state = self.ledger.account(sender)
             self.sync.need(sender, state.next_seq, min(waiting), now)
 
     def next_deadline(self) -> float:
-        return min(self.gateway.next_deadline(), self.sync.next_deadline())
+        if self.out.effects:
+            return float("-inf")  # effects another core caused here (an epoch change): perform them now
+        return min(self.gateway.next_deadline(), self.sync.next_deadline(), self.handoff.next_deadline())
 
     def tick(self, now: float) -> None:
         self._now = now
         self.gateway.tick(now)
         self.sync.tick(now)
+        self.handoff.tick(now)
+
+    # ---- epochs ----------------------------------------------------------------------------------
+    def enter_epoch(self, batch: Batch, then: tuple[object, ...], now: float) -> None:
+        """The chain was extended: seal and move to its head epoch (docs/protocol.md 11.2).
+
+        `batch` holds the certificate (from the epoch manager); it is written before anything this
+        step causes, and `then` follows once it is durable. From this call on, no vote names an
+        earlier epoch.
+        """
+        self._now = now
+        self.out.add(Persist(batch, then))
+        new = self.chain.current
+        self.committee, self.epoch, self.ring, self.quorum = new, new.epoch, new.ring, new.quorum
+        self.ledger.set_ring(new.ring)
+        self.sync.set_ring(new.ring)
+        self.gateway.set_committee(new, now)
+        for alloc in self.genesis.allocations:
+            if self.ledger.owns(alloc.account):
+                self.ledger.init_account(alloc.account, alloc.amount, batch)  # once per database
+        self.handoff.begin(new.epoch, now, batch)
+        parked = list(self._parked.values())
+        self._parked.clear()
+        for cert, src in parked:
+            try:
+                self._on_cert(cert, src, now, ack=False)
+            except CertificateError:
+                continue  # counted, or parked again, by _on_cert
+
+    def _sync_epochs(self, peer: bytes | None) -> None:
+        self.sync_epochs(peer)
 
     # ---- messages --------------------------------------------------------------------------------
     def handle(self, src: bytes, msg: Message, now: float) -> None:
@@ -165,13 +233,22 @@ class Settlement:
             self.out.send(src, StatusReply(msg.order_id, self.ledger.applied(msg.order_id)))
         elif kind is StatusReply:
             self.out.add(Notify(StatusAnswer(src, msg.order_id, msg.sides)))
+        elif kind is HandoffChunk:
+            self.handoff.on_chunk(src, msg, now)
+        elif kind is HandoffPull:
+            self.handoff.on_pull(src, msg, now)
+        elif kind is AccountReport:
+            self.handoff.on_report(src, msg, now)
+        elif kind is HandoffAccounts:
+            self.handoff.on_accounts(src, msg, now)
         else:
             raise TypeError(f"settlement does not handle {kind.__name__}")
 
     def _on_vote_request(self, src: bytes, order: Order, now: float) -> None:
         batch = Batch()
+        handoff = self.handoff
         decision = decide(self.ledger, self.key, self.network_id, self.epoch, order, batch,
-                          self._signature_ok)
+                          self._signature_ok, handoff.pending if handoff.incomplete else None)
         if decision.catch_up is not None:
             sender, have, upto = decision.catch_up
             self.sync.need(sender, have, upto, now)
@@ -197,14 +274,29 @@ class Settlement:
                 # Already applied; confirm once that write is surely durable.
                 self.out.add(Persist(Batch(), (Send(src, Applied(oid, mine)),)))
             return
+        self._check(cert, src)
+        if not mine:
+            if ack and src is not None:
+                self._forward(cert, src)
+            return
+        batch = Batch()
+        then = self._apply_into(cert, src, batch, now, ack=ack)
+        self.out.add(Persist(batch, tuple(then)))
+
+    def _check(self, cert: Certificate, src: bytes | None) -> None:
         try:
             self.checker.check(cert)
+        except UnknownEpoch:
+            self._park(cert, src)
+            raise
         except CertificateError:
             self.counters["certs_invalid"] += 1
             raise
-        if not mine:
-            return
-        batch = Batch()
+
+    def _apply_into(self, cert: Certificate, src: bytes | None, batch: Batch, now: float, *,
+                    ack: bool, gap_peer: bytes | None = None) -> list[object]:
+        """Apply a checked certificate's sides this peer owns into `batch`; the follow-ups."""
+        oid = cert.order.id
         result = self.ledger.apply(cert, batch)
         then: list[object] = []
         if ack and src is not None and result.sides:
@@ -212,16 +304,75 @@ class Settlement:
         for applied in result.newly:
             self.counters["certs_applied"] += 1
             then.append(Notify(CertApplied(applied, self._my_sides(applied.order))))
-        self.out.add(Persist(batch, tuple(then)))
         if result.gap is not None:
             sender, have, upto = result.gap
-            self.sync.need(sender, have, upto, now, prefer=src)
+            self.sync.need(sender, have, upto, now, prefer=src, peer=gap_peer)
+        if self.handoff.handoffs:
+            self.handoff.touch(cert.order.sender)
+            self.handoff.touch(cert.order.recipient)
+        return then
 
     def _apply_pulled(self, cert: Certificate, src: bytes) -> None:
         try:
             self._on_cert(cert, src, self._now, ack=False)
+        except UnknownEpoch:
+            self._sync_epochs(src)
         except CertificateError:
             self.out.add(Penalize(src, 10, "served an invalid certificate"))
+
+    def _apply_handoff_cert(self, cert: Certificate, src: bytes, batch: Batch) -> list[object]:
+        """A history certificate from a handoff stream, applied into the stream's batch."""
+        mine = self._my_sides(cert.order)
+        if mine and self.ledger.applied(cert.order.id) & mine == mine:
+            return []
+        try:
+            self._check(cert, src)
+        except UnknownEpoch:
+            self._sync_epochs(src)
+            return []
+        except CertificateError:
+            self.out.add(Penalize(src, 10, "handoff stream carried an invalid certificate"))
+            return []
+        if not mine:
+            return []
+        return self._apply_into(cert, src, batch, self._now, ack=False, gap_peer=src)
+
+    def _need_from(self, account: bytes, have: int, upto: int, now: float, peer: bytes) -> None:
+        self.sync.need(account, have, upto, now, peer=peer)
+
+    def _credits_listed(self, src: bytes, account: bytes, missing: tuple[bytes, ...], last: bool) -> None:
+        self.handoff.on_credits_listed(src, account, missing, last)
+
+    def _park(self, cert: Certificate, src: bytes | None) -> None:
+        """A certificate whose votes name an epoch not known here yet: keep it, fetch the chain."""
+        self.counters["certs_parked"] += 1
+        self._parked[cert.order.id] = (cert, src)
+        if len(self._parked) > PARKED:
+            self._parked.popitem(last=False)
+        self._sync_epochs(src)
+
+    def _forward(self, cert: Certificate, src: bytes) -> None:
+        """A gateway delivered a certificate to a former owner: hand it to the current owners of the
+        sides this peer owned (once per certificate), and tell the gateway about the newer epoch."""
+        oid = cert.order.id
+        if oid in self._forwarded:
+            return
+        before = (self.chain.committee(self.epoch - 1), self.chain.committee(cert.votes[0].epoch))
+        targets: set[bytes] = set()
+        for account in (cert.order.sender, cert.order.recipient):
+            if any(c is not None and c.epoch < self.epoch and self.me in c.owners(account) for c in before):
+                targets.update(self.ring.owners(account))
+        targets.discard(self.me)
+        if not targets:
+            return
+        self._forwarded[oid] = None
+        if len(self._forwarded) > FORWARDED:
+            self._forwarded.popitem(last=False)
+        self.counters["certs_forwarded"] += 1
+        delivery = CertDelivery(cert)
+        for owner in sorted(targets):
+            self.out.send(owner, delivery)
+        self._sync_epochs(src)
 
     def _my_sides(self, order: Order) -> int:
         sides = 0
@@ -238,9 +389,10 @@ class Settlement:
         except DecodeError:
             return Verdict.REJECT
         try:
-            self.checker.check(cert)
+            self._check(cert, None)
+        except UnknownEpoch:
+            return Verdict.IGNORE  # parked; valid or not, we cannot tell until the chain catches up
         except CertificateError:
-            self.counters["certs_invalid"] += 1
             return Verdict.REJECT
         self._decoded[payload] = cert
         if len(self._decoded) > 1024:
@@ -249,7 +401,7 @@ class Settlement:
 
     def on_event(self, event: object) -> None:
         """Runtime subscription: certificates that arrive by broadcast get applied."""
-        if type(event) is Delivered:
+        if type(event) is Delivered and payload_kind(event.payload) == Certificate.KIND:
             cert = self._decoded.pop(event.payload, None)
             if cert is None:
                 try:
@@ -313,7 +465,7 @@ class Settlement:
 
     def committee_of(self, epoch: int) -> Committee | None:
         """The committee of `epoch`, if this peer knows it."""
-        return self.committee if epoch == self.committee.epoch else None
+        return self.chain.committee(epoch)
 
     def _own_vote(self, order: Order, epoch: int) -> bytes | None:
         """The signature of the vote this peer stored for exactly this order in `epoch`, if any."""

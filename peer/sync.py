@@ -27,6 +27,7 @@ from crypto.errors import DecodeError
 from crypto.messages import Certificate
 from gossip.effects import Outbox
 from peer.ledger import Ledger
+from peer.ring import Ring
 from peer.wire import (
     AE_BUCKETS,
     MAX_BATCH_CERTS,
@@ -54,7 +55,8 @@ class SyncConfig:
 
 class Sync:
     def __init__(self, ledger: Ledger, out: Outbox, rng: random.Random, alive: Callable[[], list[bytes]],
-                 apply: Callable[[Certificate, bytes], None], config: SyncConfig | None = None) -> None:
+                 apply: Callable[[Certificate, bytes], None], config: SyncConfig | None = None, *,
+                 credits_listed: Callable[[bytes, bytes, tuple[bytes, ...], bool], None] | None = None) -> None:
         self.ledger = ledger
         self.ring = ledger.ring
         self.me = ledger.me
@@ -62,6 +64,8 @@ class Sync:
         self.rng = rng
         self.alive = alive
         self.apply = apply  # verify and apply a pulled certificate (src for penalties)
+        # (src, account, credit ids we lack, last page): the handoff reconciles credits through it
+        self.credits_listed = credits_listed or (lambda src, account, missing, last: None)
         self.config = config or SyncConfig()
         self._catching_up: dict[bytes, float] = {}  # sender -> when the request expires
         self._next_ae = float("inf")
@@ -75,15 +79,27 @@ class Sync:
     def start(self, now: float) -> None:
         self._next_ae = now + self.config.ae_interval * (0.5 + self.rng.random())
 
+    def set_ring(self, ring: Ring) -> None:
+        """An epoch change: co-owners changed, so every per-co-owner digest is rebuilt."""
+        self.ring = ring
+        self._entry.clear()
+        self._digests.clear()
+        for bucket in self._in_bucket:
+            bucket.clear()
+        self.ledger.changed.update(self.ledger.accounts)
+
     # ---- catch-up ---------------------------------------------------------------------------------
-    def need(self, sender: bytes, have: int, upto: int, now: float, prefer: bytes | None = None) -> None:
-        """We lack `sender`'s debits from `have` to before `upto`: ask a co-owner."""
+    def need(self, sender: bytes, have: int, upto: int, now: float, prefer: bytes | None = None,
+             peer: bytes | None = None) -> None:
+        """We lack `sender`'s debits from `have` to before `upto`: ask a co-owner (or `peer`: an
+        old owner that claimed them in a handoff report)."""
         if upto <= have:
             return
         expires = self._catching_up.get(sender)
         if expires is not None and expires > now:
             return
-        peer = self._co_owner(sender, prefer)
+        if peer is None:
+            peer = self._co_owner(sender, prefer)
         if peer is None:
             return
         self._catching_up[sender] = now + self.config.catch_up_timeout
@@ -151,6 +167,7 @@ class Sync:
 
     def on_credits_reply(self, src: bytes, msg: CreditsReply) -> None:
         missing = tuple(oid for oid in msg.ids if not self.ledger.applied(oid) & layout.APPLIED_CREDIT)
+        self.credits_listed(src, msg.account, missing, not msg.next_after)
         if missing:
             self.counters["ae_repairs"] += len(missing)
             self.out.send(src, CertFetch(missing))
@@ -218,10 +235,12 @@ class Sync:
         if not changed:
             return
         owners = self.ring.owners
+        me = self.me
         for account in changed:
             state = self.ledger.accounts.get(account)
             new = 0
-            if state is not None and (state.next_seq or state.credits or state.balance):
+            if state is not None and (state.next_seq or state.credits or state.balance) \
+                    and me in owners(account):
                 h = hashlib.sha256(account + state.next_seq.to_bytes(8, "big") + state.credits.to_bytes(8, "big")
                                    + state.credit_digest).digest()
                 new = int.from_bytes(h[:8], "big")

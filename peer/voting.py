@@ -3,6 +3,11 @@
 The decision is a pure function of the ledger and the order; recording the lock goes into the
 caller's batch, which must be durable before the vote leaves the peer. Checks run cheapest first:
 nothing here verifies a signature until the order has passed every check that needs none.
+
+Epochs (docs/protocol.md 8.1, 8.2, 11.3, 11.5): the vote names the owner's current epoch; a new
+owner refuses with the retryable `handoff_pending` until it has taken the account over; a lock from
+an earlier epoch still binds (the same order gets a fresh vote naming this epoch, and the lock is
+rewritten with it); a hold set of one order binds like a lock, of two or more freezes the sequence.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def decide(
     order: Order,
     batch: Batch,
     signature_ok: Callable[[Order], bool],
+    handoff_pending: Callable[[bytes], bool] | None = None,
 ) -> Decision:
     if order.network != network_id:
         return Decision(refuse=Refuse.WRONG_NETWORK, detail="order is for another network")
@@ -50,7 +56,11 @@ def decide(
     if not _usable_key(order.recipient) or is_weak_key(order.sender):
         return Decision(refuse=Refuse.BAD_ADDRESS, detail="an account key is not a usable public key")
     if not ledger.owns(order.sender):
-        return Decision(refuse=Refuse.NOT_OWNER, detail="this peer does not own the sender's account")
+        return Decision(refuse=Refuse.NOT_OWNER, detail=f"this peer does not own the sender's account in "
+                                                        f"epoch {epoch}")
+    if handoff_pending is not None and handoff_pending(order.sender):
+        return Decision(refuse=Refuse.HANDOFF_PENDING,
+                        detail=f"this owner is still taking the account over into epoch {epoch}; retry")
     state = ledger.peek(order.sender) or AccountState()
     oid = order.id
     if order.seq < state.next_seq:
@@ -65,9 +75,25 @@ def decide(
     if lock is not None:
         locked = Order.decode(lock.order)
         if locked.id == oid:
-            return Decision(vote=Vote.decode(lock.vote))  # idempotent: the same vote again
+            vote = Vote.decode(lock.vote)
+            if vote.epoch == epoch:
+                return Decision(vote=vote)  # idempotent: the same vote again
+            # Locked in an earlier epoch: the lock still binds; vote again, naming this epoch.
+            vote = Vote.create(key, network_id, locked, epoch)
+            ledger.lock(order.sender, order.seq, locked, vote.encode(), batch)
+            return Decision(vote=vote)
         return Decision(refuse=Refuse.CONFLICT, evidence=lock.order,
                         detail=f"sequence {order.seq} is locked to another order")
+    held = ledger.holds.get((order.sender, order.seq))
+    if held is not None:
+        if len(held) >= 2:
+            return Decision(refuse=Refuse.FROZEN, evidence=held[0],
+                            detail=f"sequence {order.seq} is frozen: {len(held)} conflicting orders the "
+                                   f"sender signed may have been certified there")
+        if Order.decode(held[0]).id != oid:
+            return Decision(refuse=Refuse.CONFLICT, evidence=held[0],
+                            detail=f"sequence {order.seq} is held for another order")
+        # The one order that may have been certified here: vote for it after the usual checks.
     if order.seq > state.next_seq:
         return Decision(refuse=Refuse.SEQ_AHEAD, catch_up=(order.sender, state.next_seq, order.seq),
                         detail=f"sequence {order.seq} is ahead of {state.next_seq}; catching up")

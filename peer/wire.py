@@ -1,4 +1,4 @@
-"""Settlement messages between peers (kinds 40-69)."""
+"""Settlement, epoch and handoff messages between peers (kinds 40-69)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import enum
 from typing import Annotated
 
 from crypto.messages import Certificate, Hash, Key, Order, Vote
-from crypto.schema import U63_MAX, Bytes, ListOf, Message, Nested, Text, UInt, message
+from crypto.schema import U63_MAX, Bool, Bytes, ListOf, Message, Nested, Text, UInt, message
+from peer.epoch_chain import EpochApproval, EpochCertificate, EpochChange
 
 MAX_BATCH_CERTS = 64
 MAX_IDS = 512
@@ -27,11 +28,15 @@ class Refuse(enum.IntEnum):
     ALREADY_FINAL = 9
     OVERLOADED = 10
     BAD_ADDRESS = 11
+    HANDOFF_PENDING = 12  # a new owner still taking the account over from the previous epoch's owners
+    FROZEN = 13  # the sequence holds several orders that may have been certified (docs/protocol.md 11.5)
 
     @property
     def retryable(self) -> bool:
-        """The same order may succeed later (the owner is catching up or busy)."""
-        return self in (Refuse.SEQ_AHEAD, Refuse.OVERLOADED)
+        """The same order may succeed later (the owner is catching up, busy, taking the account
+        over, or in another epoch than the gateway: an honest owner never says `not_owner` to a
+        gateway of its own epoch)."""
+        return self in (Refuse.SEQ_AHEAD, Refuse.OVERLOADED, Refuse.HANDOFF_PENDING, Refuse.NOT_OWNER)
 
     @property
     def slug(self) -> str:
@@ -40,6 +45,26 @@ class Refuse(enum.IntEnum):
 
 SIDE_DEBIT = 1
 SIDE_CREDIT = 2
+
+
+def payload_kind(payload: bytes) -> int | None:
+    """The kind of an encoded message, read from its first bytes without decoding it (None if the
+    bytes do not start like a message). Broadcast payloads of different kinds are routed by it."""
+    if len(payload) < 3:
+        return None
+    head = payload[0]
+    if 0x82 <= head <= 0x97:  # an array of 2..23 items
+        i = 1
+    elif head == 0x98:  # an array of 24..255 items
+        i = 2
+    else:
+        return None
+    first = payload[i]
+    if first < 0x18:
+        return first
+    if first == 0x18 and len(payload) > i + 1:
+        return payload[i + 1]
+    return None
 
 
 @message(40, max_size=1024)
@@ -149,3 +174,110 @@ class StatusQuery(Message):
 class StatusReply(Message):
     order_id: Hash
     sides: Annotated[int, UInt(0, 3)]
+
+
+# ---- epochs (docs/protocol.md 11.1) -------------------------------------------------------------
+
+MAX_SYNC_CERTS = 4  # epoch certificates per EpochSyncReply (a 1024-member one is ~180 KB)
+
+
+@message(55, max_size=48_000)
+class EpochPropose(Message):
+    """Broadcast: a committee member proposes the committee of `change.epoch`, with its approval."""
+
+    change: Annotated[EpochChange, Nested(EpochChange)]
+    approval: Annotated[EpochApproval, Nested(EpochApproval)]
+
+
+@message(56, max_size=512)
+class EpochApprove(Message):
+    """Broadcast: a committee member's approval of a proposed change for `epoch`."""
+
+    epoch: Annotated[int, UInt(1, U63_MAX)]
+    approval: Annotated[EpochApproval, Nested(EpochApproval)]
+
+
+@message(57, max_size=320_000)
+class EpochAnnounce(Message):
+    """Broadcast: the certificate that starts `cert.epoch`."""
+
+    cert: Annotated[EpochCertificate, Nested(EpochCertificate)]
+
+
+@message(58, max_size=64)
+class EpochSyncRequest(Message):
+    """Send me the epoch certificates after `after` (my epoch). Also the "not yet" answer of a peer
+    asked about an epoch it has not reached: it tells the asker where it is."""
+
+    after: Annotated[int, UInt(0, U63_MAX)]
+
+
+@message(59, max_size=1 << 20)
+class EpochSyncReply(Message):
+    """Epoch certificates in ascending order, starting right after the requester's epoch."""
+
+    certs: Annotated[tuple[EpochCertificate, ...], ListOf(Nested(EpochCertificate), MAX_SYNC_CERTS, min_len=1)]
+
+
+# ---- handoff (docs/protocol.md 11.4, 11.5) ------------------------------------------------------
+
+CURSOR_SIZE = 40  # account(32) + history index(8); empty = the start of the stream
+MAX_CHUNK_REPORTS = 64
+MAX_CHUNK_CERTS = 64
+MAX_HOLDS = 8  # orders in one report; an owner holding more reports itself as not ready
+MAX_REPORT_ACCOUNTS = 256
+MAX_EXCLUDE = 64
+
+
+@message(63, max_size=8 * 512 + 256)
+class AccountReport(Message):
+    """An old owner's state of one account, for the handoff into `epoch` (sent only once sealed).
+
+    `holds` are the orders it holds at `next_seq` (its lock there and the hold set it inherited).
+    `ready` is False when the reporter is itself still taking the account over (or holds more than
+    `MAX_HOLDS` orders): such a report is not counted.
+    """
+
+    epoch: Annotated[int, UInt(1, U63_MAX)]
+    account: Key
+    next_seq: Annotated[int, UInt(0, U63_MAX)]
+    credits: Annotated[int, UInt(0, U63_MAX)]
+    credit_digest: Hash
+    holds: Annotated[tuple[Order, ...], ListOf(Nested(Order), MAX_HOLDS)]
+    ready: Annotated[bool, Bool()]
+
+
+@message(60, max_size=CURSOR_SIZE + MAX_EXCLUDE * 34 + 64)
+class HandoffPull(Message):
+    """New owner to an old owner: the next chunk of your stream for me into `epoch`, after `after`.
+
+    `exclude` names old owners the puller treats as unreachable (they are not asked to send
+    histories); `budget` bounds the chunk in bytes."""
+
+    epoch: Annotated[int, UInt(1, U63_MAX)]
+    after: Annotated[bytes, Bytes(max_size=CURSOR_SIZE)]
+    exclude: Annotated[tuple[bytes, ...], ListOf(Bytes(size=32), MAX_EXCLUDE)]
+    budget: Annotated[int, UInt(1, 1 << 20)]
+
+
+@message(61, max_size=MAX_REPORT_ACCOUNTS * 34 + 64)
+class HandoffAccounts(Message):
+    """Send me your reports on these accounts for the handoff into `epoch` (answered with one
+    `AccountReport` each, for the accounts the receiver owned in `epoch - 1`)."""
+
+    epoch: Annotated[int, UInt(1, U63_MAX)]
+    accounts: Annotated[tuple[bytes, ...], ListOf(Bytes(size=32), MAX_REPORT_ACCOUNTS, min_len=1)]
+
+
+@message(62, max_size=(1 << 20) - 1024)
+class HandoffChunk(Message):
+    """Old owner to new owner: reports and history certificates of the next accounts of a stream.
+
+    `next_after` is the cursor to pull from next (account and history index); `done` ends the
+    stream."""
+
+    epoch: Annotated[int, UInt(1, U63_MAX)]
+    reports: Annotated[tuple[AccountReport, ...], ListOf(Nested(AccountReport), MAX_CHUNK_REPORTS)]
+    certs: Annotated[tuple[Certificate, ...], ListOf(Nested(Certificate), MAX_CHUNK_CERTS)]
+    next_after: Annotated[bytes, Bytes(max_size=CURSOR_SIZE)]
+    done: Annotated[bool, Bool()]

@@ -19,7 +19,7 @@ from store.errors import (
     WrongNetwork,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: epochs (chain, approvals, hold sets, handoff tables)
 MAGIC = b"meshpay-store"
 
 
@@ -76,6 +76,33 @@ class Batch:
 
     def put_meta(self, name: str, value: object) -> None:
         self.put(layout.meta_key(name), codec.encode(value))
+
+    def put_epoch(self, epoch: int, cert: bytes) -> None:
+        self.put(layout.epoch_key(layout.EPOCH, epoch), cert)
+
+    def put_approval(self, epoch: int, approval: bytes) -> None:
+        self.put(layout.epoch_key(layout.APPROVAL, epoch), approval)
+
+    def put_epoch_record(self, epoch: int, record: layout.EpochRecord) -> None:
+        self.put(layout.epoch_key(layout.EPOCH_RECORD, epoch), record.encode())
+
+    def put_holds(self, account: bytes, seq: int, orders: tuple[bytes, ...]) -> None:
+        self.put(layout.hold_key(account, seq), layout.encode_holds(orders))
+
+    def delete_holds(self, account: bytes, seq: int) -> None:
+        self.delete(layout.hold_key(account, seq))
+
+    def put_handoff(self, epoch: int, record: layout.HandoffRecord) -> None:
+        self.put(layout.epoch_key(layout.HANDOFF, epoch), record.encode())
+
+    def put_stream(self, epoch: int, peer: bytes, record: layout.StreamRecord) -> None:
+        self.put(layout.stream_key(epoch, peer), record.encode())
+
+    def put_report(self, epoch: int, account: bytes, peer: bytes, report: bytes) -> None:
+        self.put(layout.report_key(epoch, account, peer), report)
+
+    def put_ready(self, epoch: int, account: bytes) -> None:
+        self.put(layout.ready_key(epoch, account), b"")
 
 
 def _next_prefix(prefix: bytes) -> bytes | None:
@@ -172,9 +199,16 @@ class Store:
         version = self.get_meta("schema")
         if version != SCHEMA_VERSION:
             newer = isinstance(version, int) and version > SCHEMA_VERSION
+            older = isinstance(version, int) and version < SCHEMA_VERSION
+            hint = ""
+            if newer:
+                hint = " (it was written by a newer meshpay)"
+            elif older:
+                hint = (" (it was written by an older meshpay, before epochs; there is no migration: "
+                        "start this peer on a fresh data directory, it catches up from the network)")
             raise SchemaMismatch(
                 f"database at {self.path} has storage schema {version!r}; this meshpay reads schema "
-                f"{SCHEMA_VERSION}" + (" (it was written by a newer meshpay)" if newer else "")
+                f"{SCHEMA_VERSION}" + hint
             )
         stored = self.get_meta("network")
         if network_id is not None and stored != network_id:
@@ -329,4 +363,46 @@ class Store:
     def peers(self) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self.scan(layout.PEER):
             yield key[1:], value
+
+    # epochs and handoff ----------------------------------------------------------------------------
+    def epoch_certificates(self) -> Iterator[tuple[int, bytes]]:
+        """(epoch, certificate bytes) in ascending epoch order."""
+        for key, value in self.scan(layout.EPOCH):
+            yield layout.read_u64(key[1:9]), value
+
+    def approvals(self) -> Iterator[tuple[int, bytes]]:
+        for key, value in self.scan(layout.APPROVAL):
+            yield layout.read_u64(key[1:9]), value
+
+    def epoch_records(self) -> Iterator[tuple[int, layout.EpochRecord]]:
+        for key, value in self.scan(layout.EPOCH_RECORD):
+            yield layout.read_u64(key[1:9]), layout.EpochRecord.decode(value)
+
+    def holds(self) -> Iterator[tuple[bytes, int, tuple[bytes, ...]]]:
+        for key, value in self.scan(layout.HOLD):
+            yield key[1:33], layout.read_u64(key[33:]), layout.decode_holds(value)
+
+    def handoffs(self) -> Iterator[tuple[int, layout.HandoffRecord]]:
+        for key, value in self.scan(layout.HANDOFF):
+            yield layout.read_u64(key[1:9]), layout.HandoffRecord.decode(value)
+
+    def streams(self, epoch: int) -> Iterator[tuple[bytes, layout.StreamRecord]]:
+        prefix = layout.STREAM + layout.u64(epoch)
+        for key, value in self.scan(prefix):
+            yield key[9:], layout.StreamRecord.decode(value)
+
+    def reports(self, epoch: int) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(account, reporter, report bytes) received in the handoff into `epoch`."""
+        prefix = layout.REPORT + layout.u64(epoch)
+        for key, value in self.scan(prefix):
+            yield key[9:41], key[41:], value
+
+    def ready_accounts(self, epoch: int) -> Iterator[bytes]:
+        prefix = layout.READY + layout.u64(epoch)
+        for key, _ in self.scan(prefix):
+            yield key[9:]
+
+    def keys_under(self, prefix: bytes) -> list[bytes]:
+        """Every key under `prefix` (to delete a finished handoff's rows)."""
+        return [key for key, _ in self.scan(prefix)]
 

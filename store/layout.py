@@ -14,6 +14,18 @@ big-endian so that RocksDB's byte order is numeric order and prefix scans page n
 | `L`    | `L` account(32) seq(8)            | Lock: the order this owner voted for         |
 | `X`    | `X` order_id(32)                  | applied flags (1 debit, 2 credit)            |
 | `P`    | `P` peer_id(32)                   | signed peer record                           |
+| `E`    | `E` epoch(8)                      | the EpochCertificate that started the epoch  |
+| `V`    | `V` epoch(8)                      | this peer's approval of a change for it      |
+| `T`    | `T` epoch(8)                      | EpochRecord: when this peer entered it       |
+| `O`    | `O` account(32) seq(8)            | hold set: orders that may be certified there |
+| `D`    | `D` epoch(8)                      | HandoffRecord: a handoff into the epoch      |
+| `R`    | `R` epoch(8) peer(32)             | StreamRecord: cursor of a handoff stream     |
+| `U`    | `U` epoch(8) account(32) peer(32) | AccountReport received in a handoff          |
+| `Y`    | `Y` epoch(8) account(32)          | the account is ready in that handoff         |
+
+The handoff tables `U` and `Y` of an epoch are deleted when its handoff completes; `D` and `R`
+stay as the record of what moved. A hold set of one order binds like a lock without a vote; of
+two or more, the sequence is frozen (docs/protocol.md 11.5).
 """
 
 from __future__ import annotations
@@ -33,6 +45,14 @@ HISTORY = b"H"
 LOCK = b"L"
 APPLIED = b"X"
 PEER = b"P"
+EPOCH = b"E"
+APPROVAL = b"V"
+EPOCH_RECORD = b"T"
+HOLD = b"O"
+HANDOFF = b"D"
+STREAM = b"R"
+REPORT = b"U"
+READY = b"Y"
 
 APPLIED_DEBIT = 1
 APPLIED_CREDIT = 2
@@ -85,6 +105,27 @@ def applied_key(order_id: bytes) -> bytes:
 
 def peer_key(peer_id: bytes) -> bytes:
     return PEER + peer_id
+
+
+def epoch_key(prefix: bytes, epoch: int) -> bytes:
+    """A key of one of the per-epoch tables (`E`, `V`, `T`, `D`)."""
+    return prefix + _U64.pack(epoch)
+
+
+def hold_key(account: bytes, seq: int) -> bytes:
+    return HOLD + account + _U64.pack(seq)
+
+
+def stream_key(epoch: int, peer: bytes) -> bytes:
+    return STREAM + _U64.pack(epoch) + peer
+
+
+def report_key(epoch: int, account: bytes, peer: bytes) -> bytes:
+    return REPORT + _U64.pack(epoch) + account + peer
+
+
+def ready_key(epoch: int, account: bytes) -> bytes:
+    return READY + _U64.pack(epoch) + account
 
 
 def _decode_list(data: bytes, n: int, what: str) -> list:
@@ -150,3 +191,67 @@ class Lock:
     def decode(cls, data: bytes) -> Lock:
         order, vote = _decode_list(data, 2, "lock")
         return cls(order, vote)
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRecord:
+    """When this peer entered an epoch (its own clocks: monotonic and wall seconds), and how many
+    accounts moved to it in that epoch's handoff."""
+
+    monotonic: float
+    wall: float
+    moved_in: int = 0
+
+    def encode(self) -> bytes:
+        # Times as integer milliseconds: the codec refuses floats.
+        return codec.encode([round(self.monotonic * 1000), round(self.wall * 1000), self.moved_in])
+
+    @classmethod
+    def decode(cls, data: bytes) -> EpochRecord:
+        mono, wall, moved = _decode_list(data, 3, "epoch")
+        return cls(mono / 1000, wall / 1000, moved)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRecord:
+    """A handoff into an epoch: whether it is complete, and what it moved."""
+
+    complete: bool = False
+    moved_in: int = 0
+    certs: int = 0
+    bytes: int = 0
+
+    def encode(self) -> bytes:
+        return codec.encode([self.complete, self.moved_in, self.certs, self.bytes])
+
+    @classmethod
+    def decode(cls, data: bytes) -> HandoffRecord:
+        complete, moved, certs, size = _decode_list(data, 4, "handoff")
+        return cls(bool(complete), moved, certs, size)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """Where a handoff stream stands: the cursor to pull from next, and whether it is done."""
+
+    cursor: bytes = b""
+    done: bool = False
+
+    def encode(self) -> bytes:
+        return codec.encode([self.cursor, self.done])
+
+    @classmethod
+    def decode(cls, data: bytes) -> StreamRecord:
+        cursor, done = _decode_list(data, 2, "stream")
+        return cls(cursor, bool(done))
+
+
+def encode_holds(orders: tuple[bytes, ...]) -> bytes:
+    return codec.encode(list(orders))
+
+
+def decode_holds(data: bytes) -> tuple[bytes, ...]:
+    value = codec.decode_value(data)
+    if type(value) is not list or not value or any(type(v) is not bytes for v in value):
+        raise DecodeError("stored hold set is malformed")
+    return tuple(value)

@@ -52,6 +52,7 @@ from crypto.messages import MAX_MEMO_BYTES, Certificate, Order
 from peer import genesis as genesis_file
 from peer.genesis import Genesis, GenesisError
 from wallet.amounts import AmountError, format_amount, parse_amount
+from wallet.chain import WalletChain
 from wallet.client import (
     DEFAULT_PEER,
     BadAnswer,
@@ -196,19 +197,14 @@ def read_password(password_file: Path | None, *, confirm: bool = False, what: st
     return password
 
 
-def _local_genesis(home: WalletHome, genesis_path: Path | None) -> Genesis | None:
-    if genesis_path is not None:
-        return genesis_file.load(genesis_path)
-    return home.pinned_genesis()
-
-
 @contextmanager
 def _connect(home: WalletHome, peer: str, genesis: Genesis | None, pinned: bool = False, *,
-             deadline: float | None = None) -> Iterator[tuple[Genesis, PeerClient]]:
+             deadline: float | None = None) -> Iterator[tuple[Genesis, PeerClient, WalletChain]]:
     """A client for `peer`, after checking it serves the wallet's network (pinning its genesis if the
-    wallet has none yet), and refreshing the list of peers used to suggest another one. `pinned`:
-    the genesis is the wallet's pinned one (a mismatch then offers `wallet network trust`);
-    `deadline` (time.monotonic()) bounds everything the client does from here on."""
+    wallet has none yet), and refreshing the list of peers used to suggest another one and the chain
+    of epoch certificates (the current committee owns the accounts). `pinned`: the genesis is the
+    wallet's pinned one (a mismatch then offers `wallet network trust`); `deadline`
+    (time.monotonic()) bounds everything the client does from here on."""
     with PeerClient(peer, known_peers=home.known_peers()) as client:
         client.deadline = deadline
         status = client.status()
@@ -225,7 +221,9 @@ def _connect(home: WalletHome, peer: str, genesis: Genesis | None, pinned: bool 
         rows = client.peers()
         alive = [r["api"] for r in rows if isinstance(r, dict) and r.get("api") and r.get("state") == "alive"]
         home.remember_peers([client.url, *[a for a in alive if a.rstrip("/") != client.url]])
-        yield genesis, client
+        chain = WalletChain(home, genesis, client.url)
+        chain.refresh()
+        yield genesis, client, chain
 
 
 def _mismatch(home: WalletHome, url: str, status: dict[str, Any], genesis: Genesis, pinned: bool) -> str:
@@ -408,8 +406,8 @@ def balance(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
     home = _home(wallet_dir)
     target = address_arg.strip() if address_arg else _account_address(home, account)[1]
     raw = decode_address(target)
-    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client):
-        network = Network(gen, client)
+    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client, chain):
+        network = Network(gen, client, chain)
         reading = network.read(raw)
     view, agree = reading.agreed()
     assert view is not None
@@ -489,10 +487,10 @@ def _pay(to: str, amount: str, memo: str, wait: Wait, timeout: float, submit: bo
         raise AddressError(f"{to} is the address of account {name!r} itself; a payment needs another recipient")
     local, pinned = _genesis_for(home, genesis)
     minor = parse_amount(amount, local.decimals) if local is not None else None  # refuse before any network
-    with _connect(home, peer, local, pinned=pinned, deadline=started + timeout) as (gen, client):
+    with _connect(home, peer, local, pinned=pinned, deadline=started + timeout) as (gen, client, chain):
         if minor is None:
             minor = parse_amount(amount, gen.decimals)
-        outcome = Account(home, gen, client, sender).send(
+        outcome = Account(home, gen, client, sender, chain).send(
             recipient, minor, memo, wait=wait.value, timeout=timeout, unlock=_unlocker(home, name, password_file),
             submit=submit)
     _report_send(gen, outcome, client.url, to_name, wait.value, timeout)
@@ -539,8 +537,8 @@ def history(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
     home = _home(wallet_dir)
     target = address_arg.strip() if address_arg else _account_address(home, account)[1]
     raw = decode_address(target)
-    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client):
-        reading = Network(gen, client).read(raw)
+    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client, chain):
+        reading = Network(gen, client, chain).read(raw)
         urls = [v.url for v in sorted(reading.answered, key=lambda v: (-v.history_length, v.url))]
         source, answer = client.history(target, urls, limit)
         pending = home.load_state(gen.network_id, target).pending
@@ -567,20 +565,21 @@ def history(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
                                                     "memo": pending.memo}}, lines)
 
 
-def _lookup(home: WalletHome, gen: Genesis, client: PeerClient, pid: str, account: str | None) -> tuple[Found, Account | None]:
+def _lookup(home: WalletHome, gen: Genesis, client: PeerClient, pid: str, account: str | None,
+            chain: WalletChain) -> tuple[Found, Account | None]:
     """Find a payment: the network first (the chosen peer, a local pending order's gateway, the
     owners of this wallet's account, then the owners of the payment's sender), so a settled payment
     is shown settled; the local receipt only when no peer proves it."""
     acct = None
     names = home.names()
     if account is not None or len(names) == 1:
-        acct = Account(home, gen, client, _account_address(home, account)[1])
+        acct = Account(home, gen, client, _account_address(home, account)[1], chain)
     also = []
     if acct is not None:
         state = home.load_state(gen.network_id, acct.address)
         if state.pending is not None and state.pending.payment_id == pid:
             also.append(state.pending.gateway)
-    finder = acct or Network(gen, client)
+    finder = acct or Network(gen, client, chain)
     found = finder.find(pid, also, decode_address(acct.address) if acct else None)
     if found.cert is None and found.doc is not None:
         sender = (found.doc.get("order") or {}).get("from")
@@ -589,7 +588,7 @@ def _lookup(home: WalletHome, gen: Genesis, client: PeerClient, pid: str, accoun
                 found = finder.find(pid, [found.source or client.url], decode_address(sender))
     local = home.certificate(bytes.fromhex(pid)) if found.cert is None else None
     if local is not None:
-        verify_certificate(local, gen)  # a local copy is re-checked too: it is only a cache
+        verify_certificate(local, gen, chain.checker())  # a local copy is re-checked too: it is only a cache
         found = Found("certified", local, None, str(home.receipt_path(bytes.fromhex(pid))), found.problems)
     if found.cert is not None and acct is not None:
         acct.record_if_ours(found.cert)
@@ -604,8 +603,8 @@ def show(payment_id: Annotated[str, typer.Argument(help="The payment id (64 hex 
     _mode(json_out)
     pid = _payment_id(payment_id)
     home = _home(wallet_dir)
-    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client):
-        found, acct = _lookup(home, gen, client, pid, account)
+    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client, chain):
+        found, acct = _lookup(home, gen, client, pid, account, chain)
         pending = home.load_state(gen.network_id, acct.address).pending if acct is not None else None
         res = None
         if found.cert is None and pending is not None and pending.payment_id == pid and acct is not None:
@@ -663,11 +662,11 @@ def receipt(payment_id: Annotated[str, typer.Argument(help="The payment id")],
     gen, pinned = _genesis_for(home, genesis)
     local = home.certificate(bytes.fromhex(pid)) if gen is not None else None
     if local is not None and gen is not None:
-        verify_certificate(local, gen)
+        verify_certificate(local, gen, WalletChain(home, gen, peer).checker())
         cert = local
     else:
-        with _connect(home, peer, gen, pinned) as (gen, client):
-            found, _ = _lookup(home, gen, client, pid, account)
+        with _connect(home, peer, gen, pinned) as (gen, client, chain):
+            found, _ = _lookup(home, gen, client, pid, account, chain)
         if found.cert is None:
             raise Refused(client.url, 409, "not_final", f"payment {pid} is {found.status}, not certified: no "
                           "certificate to export yet", {"payment_id": pid})
@@ -680,20 +679,24 @@ def receipt(payment_id: Annotated[str, typer.Argument(help="The payment id")],
 
 @app.command()
 def verify(file: Annotated[Path, typer.Argument(help="A receipt (or a binary certificate)")],
-           genesis: GenesisPath = None, wallet_dir: WalletDir = None, json_out: JsonOut = False) -> None:
-    """Check a receipt offline against the genesis committee (no network is used)."""
+           genesis: GenesisPath = None, wallet_dir: WalletDir = None, json_out: JsonOut = False,
+           peer: Annotated[str, typer.Option("--peer", envvar="MESHPAY_PEER", help="Where to fetch epoch "
+                                             "certificates this wallet lacks (only then)")] = DEFAULT_PEER) -> None:
+    """Check a receipt against the genesis, following the wallet's chain of epoch certificates
+    (offline, unless the receipt's epoch is newer than the chain: then the missing links are fetched)."""
     _mode(json_out)
-    gen = _local_genesis(_home(wallet_dir), genesis)
+    gen = _genesis_for(_home(wallet_dir), genesis)[0]
     if gen is None:
         raise Fail("no genesis to verify against: pass --genesis FILE (or set MESHPAY_GENESIS)", EXIT_USAGE, "usage")
-    cert = read_receipt(file, gen)
+    cert = read_receipt(file, gen, WalletChain(_home(wallet_dir), gen, peer).checker())
     order = cert.order
+    epoch = cert.votes[0].epoch
     doc = _payment_doc(gen, "certified", cert, order, valid=True, network=gen.name,
-                       network_id=gen.network_id.hex())
+                       network_id=gen.network_id.hex(), epoch=epoch)
     _emit(doc, [f"valid: payment {order.id.hex()} is final on network {gen.name!r}",
                 f"  {format_amount(order.amount, gen.decimals)} from {encode_address(order.sender)} to "
                 f"{encode_address(order.recipient)} (seq {order.seq})" + (f", memo {order.memo!r}" if order.memo else ""),
-                f"  {len(cert.votes)} valid votes from owners of the sender (quorum {gen.quorum})"])
+                f"  {len(cert.votes)} valid votes from owners of the sender in epoch {epoch} (quorum {gen.quorum})"])
 
 
 # ---- the trusted network ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from crypto.messages import Certificate, Order
 from peer.genesis import Genesis
 from peer.ring import Ring
 from wallet.amounts import format_amount
+from wallet.chain import WalletChain
 from wallet.client import (
     MAX_SERVER_WAIT,
     AccountReading,
@@ -131,12 +132,13 @@ _RANK = {"unknown": 0, "failed": 1, "pending": 2, "certified": 3, "settled": 4}
 class Network:
     """Reads and payment look-ups on the genesis network, through one chosen peer."""
 
-    def __init__(self, genesis: Genesis, client: PeerClient) -> None:
+    def __init__(self, genesis: Genesis, client: PeerClient, chain: WalletChain | None = None) -> None:
         self.genesis = genesis
         self.client = client
         self.network_id = genesis.network_id
-        self.ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
-        self.checker = checker_for(genesis)
+        # The current committee's owners, and certificates of any epoch (wallet/chain.py)
+        self.ring = chain.current.ring if chain else Ring(genesis.committee, genesis.replication, genesis.vnodes)
+        self.checker = chain.checker() if chain else checker_for(genesis)
         # f + 1 owners agreeing include an honest one (f: Byzantine owners the genesis tolerates)
         self.trusted = max(1, genesis.faults_tolerated + 1)
         self.spare = genesis.replication - genesis.quorum  # owners an order can lack and still certify
@@ -247,8 +249,9 @@ class Network:
 class Account(Network):
     """One account of this wallet: sending from it and keeping its local state."""
 
-    def __init__(self, home: WalletHome, genesis: Genesis, client: PeerClient, address: str) -> None:
-        super().__init__(genesis, client)
+    def __init__(self, home: WalletHome, genesis: Genesis, client: PeerClient, address: str,
+                 chain: WalletChain | None = None) -> None:
+        super().__init__(genesis, client, chain)
         self.home = home
         self.address = address
 

@@ -103,8 +103,8 @@ def write_receipt(path: Path, cert: Certificate, genesis: Genesis) -> None:
         raise VerificationError(f"cannot write receipt {path}: {exc.strerror or exc}") from exc
 
 
-def read_receipt(path: Path, genesis: Genesis) -> Certificate:
-    """The certificate in a receipt file, checked against `genesis` (raises `VerificationError`)."""
+def read_receipt(path: Path, genesis: Genesis, checker: CertificateChecker | None = None) -> Certificate:
+    """The certificate in a receipt file, checked against `genesis` (and `checker`'s epoch chain)."""
     try:
         with Path(path).open("rb") as fh:
             data = fh.read(MAX_RECEIPT_BYTES + 1)
@@ -113,7 +113,7 @@ def read_receipt(path: Path, genesis: Genesis) -> Certificate:
     if len(data) > MAX_RECEIPT_BYTES:
         raise VerificationError(f"{path} is too large to be a receipt")
     cert = _from_json(data, path, genesis) if data.lstrip()[:1] == b"{" else decode_certificate(data)
-    verify_certificate(cert, genesis)
+    verify_certificate(cert, genesis, checker)
     return cert
 
 

@@ -2,6 +2,10 @@
 
 Used by the bank-workload tests and the settlement benchmark. Crashing a peer drops its memory
 (the Node object) but keeps its store directory; restarting builds a new Node on the same store.
+
+Epochs: `spares` peers beyond the genesis committee run from the start as non-members (they can be
+gateways) and can be added to the committee by `change_epoch`, which proposes on one member's
+peer and approves on the others', exactly as operators do with `peer epoch propose/approve`.
 """
 
 from __future__ import annotations
@@ -16,17 +20,24 @@ from pathlib import Path
 import trio
 
 from crypto.keys import SigningKey
+from crypto.messages import Certificate, Order, Vote
 from gossip.broadcast import BroadcastConfig
+from gossip.effects import Persist, Send
 from gossip.membership import MembershipConfig
-from peer.gateway import GatewayConfig
+from peer.committee import Committee
+from peer.epoch_chain import EpochChange, EpochError
+from peer.gateway import GatewayConfig, PaymentEvent
 from peer.genesis import DEFAULT_VNODES, Allocation, Genesis
+from peer.handoff import HandoffConfig
 from peer.node import Node, NodeConfig
 from peer.settlement import Settlement
 from peer.sync import SyncConfig
+from peer.wire import VoteReply, VoteRequest
 from store.db import Store
 from tests.sim.network import LinkProfile, SimNetwork, wait_for
 
 HOST = "sim"
+CLIENT = bytes(31) + b"\x01"  # where a client acting as its own gateway "receives" (nobody: dropped)
 
 
 def derive(seed: int, label: str, index: int) -> SigningKey:
@@ -54,6 +65,7 @@ class Peer:
 class BankNetwork:
     seed: int
     peers: int = 8
+    spares: int = 0  # peers outside the genesis committee (candidates for epoch changes)
     accounts: int = 60
     replication: int = 4
     quorum: int = 3
@@ -63,6 +75,7 @@ class BankNetwork:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     sync: SyncConfig = field(default_factory=lambda: SyncConfig(ae_interval=2.0))
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
     fsync: bool = False
     writer_thread: bool = False
     flush_delay: float = 0.002
@@ -76,14 +89,16 @@ class BankNetwork:
         self.members = [
             Peer(i, derive(self.seed, "peer", i), self.root / f"peer{i}",
                  settlement_class=self.byzantine.get(i, Settlement))
-            for i in range(self.peers)
+            for i in range(self.peers + self.spares)
         ]
         self.genesis = Genesis(
-            f"sim-{self.seed}", tuple(p.id for p in self.members), self.replication, self.quorum, DEFAULT_VNODES, 2,
+            f"sim-{self.seed}", tuple(p.id for p in self.members[:self.peers]), self.replication, self.quorum,
+            DEFAULT_VNODES, 2,
             tuple(Allocation(k.public, self.balance) for k in self.keys),
             random.Random(f"{self.seed}/nonce").randbytes(16),
         ).validate()
         self.network_id = self.genesis.network_id
+        self.formed: dict[bytes, Certificate] = {}  # every certificate any gateway ever formed
         self._nursery: trio.Nursery | None = None
         trio._core._run._r.seed(self.seed)
 
@@ -104,14 +119,19 @@ class BankNetwork:
         config = NodeConfig(
             host=HOST, port=peer.index + 1, seeds=[(HOST, 1)] if peer.index else [(HOST, 2)],
             membership=self.membership, broadcast=BroadcastConfig(), gateway=self.gateway, sync=self.sync,
-            fsync=self.fsync, writer_thread=self.writer_thread, flush_delay=self.flush_delay,
+            handoff=self.handoff, fsync=self.fsync, writer_thread=self.writer_thread, flush_delay=self.flush_delay,
         )
         rng = random.Random(f"{self.seed}/peer/{peer.index}/{peer.boots}")
         peer.node = Node(peer.key, self.genesis, peer.store, links, config, rng=rng,
-                         settlement_class=peer.settlement_class)
+                         settlement_class=peer.settlement_class, wall=lambda: 1_700_000_000 + trio.current_time())
+        peer.node.runtime.subscribe(self._observe)
         peer.boots += 1
         peer.up = True
         await self._nursery.start(self._run, peer)
+
+    def _observe(self, event: object) -> None:
+        if type(event) is PaymentEvent and event.cert is not None:
+            self.formed.setdefault(event.cert.order.id, event.cert)
 
     async def _run(self, peer: Peer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
@@ -145,9 +165,77 @@ class BankNetwork:
     def live(self) -> list[Peer]:
         return [p for p in self.members if p.up]
 
+    def committee(self) -> Committee:
+        """The committee of the latest epoch any live peer has reached."""
+        nodes = [p.node for p in self.members if p.up and p.node is not None]
+        return max((n.chain.current for n in nodes), key=lambda c: c.epoch)
+
     def owners(self, account: bytes) -> list[Peer]:
-        ids = set(self.members[0].node.settlement.ring.owners(account)) if self.members[0].node else set()
+        ids = set(self.committee().owners(account))
         return [p for p in self.members if p.id in ids]
+
+    def by_id(self, peer_id: bytes) -> Peer:
+        return next(p for p in self.members if p.id == peer_id)
+
+    async def change_epoch(self, add: list[Peer], remove: list[Peer], *, timeout: float = 120.0,
+                           proposer: Peer | None = None) -> EpochChange:
+        """Propose the change on one live member's peer and approve it on the others' (retrying a
+        member whose handoff is not complete yet), until the new epoch starts somewhere."""
+        committee = self.committee()
+        members = [self.by_id(m) for m in committee.members]
+        if proposer is None:
+            proposer = next(p for p in members if p.up and p.node is not None
+                            and p.node.settlement.handoff.complete_through(committee.epoch))
+        start = trio.current_time()
+        while True:
+            try:
+                assert proposer.node is not None
+                change = proposer.node.epochs.propose([p.id for p in add], [p.id for p in remove],
+                                                      note=f"sim {committee.epoch + 1}")
+                break
+            except EpochError:
+                if trio.current_time() - start > timeout:
+                    raise
+                await trio.sleep(0.5)
+        approved = {proposer.id}
+        while self.committee().epoch <= committee.epoch:
+            if trio.current_time() - start > timeout:
+                raise AssertionError(f"epoch {committee.epoch + 1} did not start within {timeout} s "
+                                     f"({len(approved)} approvals)")
+            for peer in members:
+                if peer.id in approved or not peer.up or peer.node is None:
+                    continue
+                try:
+                    peer.node.epochs.approve(change.id)
+                    approved.add(peer.id)
+                except EpochError:
+                    continue  # the proposal has not reached it yet, or its handoff is running
+            await trio.sleep(0.5)
+        return change
+
+    def vote_directly(self, peer: Peer, order: Order) -> Vote | None:
+        """Ask owner `peer` for its vote on `order` as a gateway would (the real vote path; the lock
+        is written before the vote is released) and return the vote instead of sending it: a
+        client acting as its own gateway."""
+        assert peer.node is not None
+        settlement = peer.node.settlement
+        settlement.handle(CLIENT, VoteRequest(order), trio.current_time())
+        effects = settlement.out.drain()
+        vote = None
+        for effect in effects:
+            for then in effect.then if type(effect) is Persist else (effect,):
+                if type(then) is Send and type(then.msg) is VoteReply:
+                    vote = then.msg.vote
+        peer.node.runtime.perform(effects)
+        return vote
+
+    def at_epoch(self, epoch: int) -> bool:
+        return all(p.node.chain.epoch >= epoch for p in self.members if p.up and p.node is not None)
+
+    def handoffs_complete(self) -> bool:
+        committee = self.committee()
+        return all(p.node.settlement.handoff.complete_through(committee.epoch)
+                   for p in self.members if p.up and p.node is not None and p.id in committee)
 
     async def wait_for(self, predicate: Callable[[], bool], *, timeout: float, step: float = 0.5) -> float | None:
         """Simulated seconds until `predicate()` holds, or None if it did not within `timeout`."""

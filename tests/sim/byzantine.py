@@ -1,14 +1,17 @@
 """A Byzantine owner for the simulations: it votes for every order it is asked about (ignoring its
-locks and balances, so it equivocates between conflicting orders) and relays forged certificates."""
+locks and balances, so it equivocates between conflicting orders), relays forged certificates, and
+lies in its handoff reports at epoch changes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from crypto.messages import Certificate, Order, Vote
 from gossip.effects import Publish
+from peer.handoff import Handoff
 from peer.settlement import Settlement
-from peer.wire import CertDelivery, VoteReply
+from peer.wire import AccountReport, CertDelivery, VoteReply
 
 
 class ByzantineSettlement(Settlement):
@@ -37,3 +40,27 @@ class ByzantineSettlement(Settlement):
         if kind == 1:  # our vote repeated to reach the count
             return Certificate(order, (vote,) * self.quorum)
         return Certificate(order, (vote,))  # plainly too few
+
+
+class LyingHandoff(Handoff):
+    """A Byzantine old owner's handoff reports: a next_seq it cannot back with certificates, an order
+    the account never signed held at its frontier, or a made-up credit digest (one lie per account,
+    chosen by the account's first byte; a quarter of the reports are true)."""
+
+    lies = 0
+
+    def report(self, epoch: int, account: bytes) -> AccountReport:
+        honest = super().report(epoch, account)
+        kind = account[0] % 4
+        if kind == 3 or not honest.ready:
+            return honest
+        LyingHandoff.lies += 1
+        if kind == 0:
+            return dataclasses.replace(honest, next_seq=honest.next_seq + 3)
+        if kind == 1:
+            forged = Order(self.network_id, account, account[::-1], 1, honest.next_seq, "forged", bytes(64))
+            return dataclasses.replace(honest, holds=(forged,))
+        return dataclasses.replace(honest, credits=honest.credits + 1, credit_digest=os.urandom(32))
+
+
+ByzantineSettlement.handoff_class = LyingHandoff

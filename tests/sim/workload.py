@@ -4,7 +4,9 @@ Clients send random transfers through random gateways and retry the very same si
 is certified (switching gateway on each retry, as a wallet would after a timeout). A few accounts
 deliberately sign two conflicting orders for one sequence number and race them through different
 gateways. Every certificate a client accepts is checked by the client itself against the genesis,
-as the wallet does. After the faults heal and the network goes quiet, `check` verifies:
+as the wallet does: against the genesis, following the chain of epoch certificates like a light
+client (each link checked; the peer that supplies them is not trusted). After the faults heal and
+the network goes quiet, `check` verifies:
 
 - total supply is unchanged;
 - no two certificates exist for one (sender, seq) anywhere;
@@ -22,12 +24,42 @@ from dataclasses import dataclass, field
 import trio
 
 from crypto.messages import Certificate, Order
+from gossip.effects import Send
+from peer.certify import CertificateChecker, CertificateError, UnknownEpoch
+from peer.committee import Committee
+from peer.epoch_chain import Chain, EpochError
 from peer.gateway import GatewayFull
 from peer.node import Node
 from peer.settlement import OrderRejected, Settlement
+from peer.wire import CertDelivery
 from store import layout
 from tests.sim.bank import BankNetwork
-from wallet.verify import checker_for
+
+
+class ClientChecker:
+    """A client's certificate check: the genesis, extended by epoch certificates it verifies itself."""
+
+    def __init__(self, bank: BankNetwork) -> None:
+        self.bank = bank
+        self.chain = Chain.from_genesis(bank.genesis)
+        self.checker = CertificateChecker(bank.network_id, self.chain.committee)
+
+    def is_valid(self, cert: Certificate, node: Node | None = None) -> bool:
+        for _ in range(2):
+            try:
+                self.checker.check(cert)
+                return True
+            except UnknownEpoch:
+                source = node or next((p.node for p in self.bank.members if p.up and p.node is not None), None)
+                if source is None:
+                    return False
+                try:
+                    self.chain.extend_all(source.epochs.certificates(self.chain.epoch))
+                except EpochError:
+                    return False
+            except CertificateError:
+                return False
+        return False
 
 
 @dataclass
@@ -41,19 +73,22 @@ class Record:
 
 
 class Workload:
-    def __init__(self, bank: BankNetwork, seed: int, *, conflicting_accounts: int = 4) -> None:
+    def __init__(self, bank: BankNetwork, seed: int, *, conflicting_accounts: int = 4, idle_accounts: int = 0) -> None:
         self.bank = bank
         self.rng = random.Random(f"{seed}/workload")
         self.record = Record()
-        g = bank.genesis
-        self.checker = checker_for(g)
+        self.checker = ClientChecker(bank)
         n = len(bank.keys)
         self.conflicting = set(range(n - conflicting_accounts, n))
+        # The last `idle_accounts` before the conflicting ones send nothing (a scenario uses them).
+        self.idle = set(range(n - conflicting_accounts - idle_accounts, n - conflicting_accounts))
 
     async def run(self, duration: float, *, rate: float = 0.5) -> None:
         stop = trio.current_time() + duration
         async with trio.open_nursery() as nursery:
             for i in range(len(self.bank.keys)):
+                if i in self.idle:
+                    continue
                 if i in self.conflicting:
                     nursery.start_soon(self._conflicting_client, i, stop)
                 else:
@@ -105,11 +140,11 @@ class Workload:
                     return False
                 await trio.sleep(self.rng.uniform(0.2, 1.0))
                 continue
-            return self._accept(order, event.cert)
+            return self._accept(order, event.cert, node)
         return False
 
-    def _accept(self, order: Order, cert: Certificate | None) -> bool:
-        if cert is None or cert.order.id != order.id or not self.checker.is_valid(cert):
+    def _accept(self, order: Order, cert: Certificate | None, node: Node) -> bool:
+        if cert is None or cert.order.id != order.id or not self.checker.is_valid(cert, node):
             self.record.anomalies.append("a gateway reported certified without a valid certificate")
             return False
         self.record.certified[order.id] = cert
@@ -133,7 +168,7 @@ class Workload:
             except (GatewayFull, OrderRejected):
                 return
             event = await node.wait(order.id, "certified", timeout=10)
-            if event is not None and event.cert is not None and self.checker.is_valid(event.cert):
+            if event is not None and event.cert is not None and self.checker.is_valid(event.cert, node):
                 outcomes.append(event.cert)
                 self.record.certified[order.id] = event.cert
 
@@ -153,12 +188,18 @@ def check(bank: BankNetwork, record: Record) -> list[str]:
     """Every invariant violation found (empty when all hold)."""
     problems = list(record.anomalies)
     peers = honest_peers(bank)
-    ring = peers[0].node.settlement.ring
-    # Every certificate any honest peer stored, and the (sender, seq) slots they use.
-    certs: dict[bytes, Certificate] = {}
-    for peer in peers:
-        for key, raw in peer.store.scan(layout.CERT):
-            certs.setdefault(key[1:], Certificate.decode(raw))
+    committee = bank.committee()
+    ring = committee.ring
+    behind = [p.index for p in bank.members if p.up and p.node is not None and p.node.chain.epoch < committee.epoch]
+    if behind:
+        problems.append(f"peers {behind} are not at epoch {committee.epoch}")
+    # Every certificate ever formed (by any gateway) or stored (by any peer, in any epoch), and the
+    # (sender, seq) slots they use.
+    certs: dict[bytes, Certificate] = dict(bank.formed)
+    for peer in bank.members:
+        if peer.store is not None:
+            for key, raw in peer.store.scan(layout.CERT):
+                certs.setdefault(key[1:], Certificate.decode(raw))
     for cert in record.certified.values():
         certs.setdefault(cert.order.id, cert)
     slots: dict[tuple[bytes, int], set[bytes]] = defaultdict(set)
@@ -205,4 +246,88 @@ def check(bank: BankNetwork, record: Record) -> list[str]:
     for oid in record.certified:
         if oid not in certs or not any(p.store.get_cert(oid) for p in peers):
             problems.append(f"certified payment {oid.hex()[:8]} is missing")
+    # Settled history stays readable by id, with its certificate, from every current owner of both
+    # sides, whatever epochs it lived through.
+    for oid, cert in certs.items():
+        for pid in {*ring.owners(cert.order.sender), *ring.owners(cert.order.recipient)}:
+            peer = by_id.get(pid)
+            if peer is not None and peer.node.settlement.ledger.cert_bytes(oid) is None:
+                problems.append(f"owner {peer.index} cannot show the certificate of {oid.hex()[:8]}")
     return problems
+
+
+class Straddler:
+    """A sender that equivocates across an epoch change.
+
+    Before the change it gets order X certified in the current epoch by asking W owners for their
+    votes itself (the owners that will leave first, and the Byzantine one), and keeps the
+    certificate to itself: the owners only hold locks. After the change it tries a conflicting order
+    Y at the same sequence through ordinary gateways. The protocol must never certify Y (the new
+    owners inherit X in their hold sets, the continuing voters keep their locks); at the end X's
+    certificate is delivered and must be applied by every current owner.
+    """
+
+    def __init__(self, bank: BankNetwork, work: Workload, index: int, upcoming: Committee) -> None:
+        self.bank = bank
+        self.work = work
+        key = bank.keys[index]
+        self.key = key
+        current = bank.committee()
+        owners = current.owners(key.public)
+        coming = set(upcoming.owners(key.public))
+        byzantine = {p.id for p in bank.members if p.settlement_class is not Settlement}
+        order = sorted(owners, key=lambda o: (o not in byzantine, o in coming, o))
+        self.voters = order[:current.quorum]
+        self.leaving = [o for o in self.voters if o not in coming]
+        recipient = bank.keys[0].public
+        self.x = Order.create(key, bank.network_id, recipient, 7, 0, "straddle-x")
+        self.y = Order.create(key, bank.network_id, recipient, 9, 0, "straddle-y")
+        self.cert: Certificate | None = None
+
+    def certify_privately(self) -> bool:
+        votes = []
+        for voter in self.voters:
+            peer = self.bank.by_id(voter)
+            if peer.up and peer.node is not None:
+                vote = self.bank.vote_directly(peer, self.x)
+                if vote is not None:
+                    votes.append(vote)
+        if len(votes) < len(self.voters):
+            return False
+        self.cert = Certificate(self.x, tuple(votes))
+        if not self.work.checker.is_valid(self.cert):
+            self.work.record.anomalies.append("a straddler's private certificate does not verify")
+            return False
+        self.work.record.certified[self.x.id] = self.cert
+        return True
+
+    async def try_conflict(self, duration: float) -> None:
+        """Push Y through gateways for a while; record it if it is (wrongly) certified."""
+        stop = trio.current_time() + duration
+        while trio.current_time() < stop:
+            node = self.work._gateway()
+            if node is None:
+                await trio.sleep(1)
+                continue
+            try:
+                node.submit(self.y)
+            except (GatewayFull, OrderRejected):
+                await trio.sleep(1)
+                continue
+            event = await node.wait(self.y.id, "certified", timeout=5)
+            if event is not None and event.cert is not None and event.status != "failed":
+                self.work.record.certified[self.y.id] = event.cert
+                self.work.record.anomalies.append("a straddler's conflicting order was certified after "
+                                                  "the epoch change")
+                return
+            await trio.sleep(1)
+
+    def deliver(self) -> None:
+        """Hand X's certificate to the current owners of both sides (a late certificate)."""
+        assert self.cert is not None
+        node = self.work._gateway()
+        if node is None:
+            return
+        committee = self.bank.committee()
+        owners = {*committee.owners(self.x.sender), *committee.owners(self.x.recipient)}
+        node.runtime.perform([Send(o, CertDelivery(self.cert)) for o in sorted(owners)])
