@@ -509,13 +509,16 @@ class EpochManager:
 
     def history(self) -> list[dict]:
         out = []
+        handoffs = self.settlement.handoff.handoffs
         for committee in self.chain.committees:
             record = self._records.get(committee.epoch)
+            live = handoffs.get(committee.epoch)
+            moved = live.moved_in if live is not None else 0 if record is None else record.moved_in
             out.append({
                 "epoch": committee.epoch,
                 "committee": [m.hex() for m in committee.members],
                 "started": None if record is None else {"monotonic": record.monotonic, "wall": record.wall},
-                "accounts_moved": 0 if record is None else record.moved_in,
+                "accounts_moved": moved,
             })
         return out
 

@@ -516,14 +516,18 @@ class Handoff:
             self.out.add(Penalize(src, 5, "handoff chunk with a malformed cursor"))
             return
         if not msg.done and (new_cursor is None or msg.next_after <= stream.cursor):
-            return  # the late answer to a pull re-sent after `pull_timeout` (a stalling source: `stall`)
+            # An answer to a pull we sent again (the first answer was late): already processed. A
+            # peer that never makes progress only stalls its own stream until it is given up.
+            return
         self.counters["chunks_received"] += 1
         batch = Batch()
         low = stream.cursor[:32] if stream.cursor else None
         high = msg.next_after[:32] if msg.next_after else None
         for report in msg.reports:
-            if (low is not None and report.account <= low) or (high is not None and report.account > high):
-                self.out.add(Penalize(src, 2, "handoff report outside its chunk's range"))
+            if low is not None and report.account <= low:
+                continue  # processed already (a late answer that overlaps)
+            if high is not None and report.account > high:
+                self.out.add(Penalize(src, 2, "handoff report beyond its chunk's cursor"))
                 continue
             self._take_report(h, src, report, batch, now)
         then: list[object] = []
@@ -818,9 +822,12 @@ class Handoff:
         alive = set(self.alive())
         for epoch in list(self.handoffs):
             h = self.handoffs[epoch]
-            if h.resolving and now >= h.resolve_until:
+            if (h.resolving or h.frozen) and now >= h.resolve_until:
+                # Stop asking: what stays frozen stays so by its hold set (a later change may free it).
                 h.resolving.clear()
                 h.resolve_reports.clear()
+                if h.complete:
+                    h.frozen.clear()
             if h.complete:
                 if h.resolving or h.frozen:
                     busy = True

@@ -23,16 +23,24 @@ After the faults heal and the network is quiet, `tests/sim/workload.check` must 
 peer is at the last epoch; at most one certificate per (sender, seq) among every certificate ever
 formed or stored anywhere (so across all epochs); every certificate applied by every current honest
 owner of both sides (no certified payment cancelled); replicas of every account identical; supply
-conserved; every certificate readable by id from the current owners. A failure names its seed:
+conserved; every certificate readable by id from the current owners.
+
+Each seed runs in its own process with `PYTHONHASHSEED` set to the seed (the order in which sets
+are walked steers the interleaving), so a seed replays exactly; a failure prints the command:
 
     pytest tests/test_epoch_bank_sim.py                                       # the CI seeds
     pytest tests/test_epoch_bank_sim.py --soak -m soak --seeds 2000           # thousands
-    pytest tests/test_epoch_bank_sim.py --soak -m soak --first-seed 1234 --seeds 1   # replay one
+    PYTHONHASHSEED=1234 python -m tests.test_epoch_bank_sim 1234              # replay one seed
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -178,6 +186,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("soak_seed", range(first, first + count))
 
 
+def run_seed(seed: int) -> dict:
+    """The scenario for one seed, in a fresh process whose hash seed is the seed (exact replays)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+    done = subprocess.run([sys.executable, "-m", "tests.test_epoch_bank_sim", str(seed)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise AssertionError(f"seed {seed}: the scenario crashed (replay: PYTHONHASHSEED={seed} python -m "
+                             f"tests.test_epoch_bank_sim {seed})\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
 @pytest.mark.soak
 def test_epoch_bank_workload_soak(soak_seed: int) -> None:
     test_epoch_bank_workload(soak_seed)
@@ -185,20 +206,34 @@ def test_epoch_bank_workload_soak(soak_seed: int) -> None:
 
 @pytest.mark.parametrize("seed", CI_SEEDS)
 def test_epoch_bank_workload(seed: int) -> None:
-    work, problems, facts = trio.run(run_scenario, seed, clock=MockClock(autojump_threshold=0))
-    assert problems == [], f"seed {seed}: {problems[:10]} ({facts})"
-    record = work.record
-    assert facts["epoch"] == 2, f"seed {seed}: ended at epoch {facts['epoch']}"
+    result = run_seed(seed)
+    problems, facts = result["problems"], result["facts"]
+    where = f"seed {seed} (replay: PYTHONHASHSEED={seed} python -m tests.test_epoch_bank_sim {seed})"
+    assert problems == [], f"{where}: {problems[:10]} ({facts})"
+    assert facts["epoch"] == 2, f"{where}: ended at epoch {facts['epoch']}"
     assert facts["epoch1_handoffs"] is not None and facts["epoch2_handoffs"] is not None, \
-        f"seed {seed}: handoffs did not complete ({facts})"
+        f"{where}: handoffs did not complete ({facts})"
     assert facts["crashed_new_owner"] and facts["crashed_old_owner"], \
-        f"seed {seed}: a crash did not land inside a handoff ({facts})"
+        f"{where}: a crash did not land inside a handoff ({facts})"
     # Accounts really moved, to both newcomers.
-    assert facts["moved"][6] > 0 and facts["moved"][7] > 0, f"seed {seed}: {facts['moved']}"
-    # Liveness through the changes: every honest client got payments through.
-    honest_accounts = ACCOUNTS - len(work.conflicting) - len(work.idle)
-    assert len(record.certified) >= honest_accounts, f"seed {seed}: only {len(record.certified)} certified"
-    assert record.conflicts_raced == len(work.conflicting)
+    assert facts["moved"]["6"] > 0 and facts["moved"]["7"] > 0, f"{where}: {facts['moved']}"
     # Straddlers certified privately before both changes, with voters that then left.
-    assert facts["straddlers"] >= 3 and facts["straddled_leavers"] >= 2, f"seed {seed}: {facts}"
-    assert LyingHandoff.lies > 0 and ByzantineSettlement.forgeries > 0
+    assert facts["straddlers"] >= 3 and facts["straddled_leavers"] >= 2, f"{where}: {facts}"
+    # Liveness through the changes: every honest client got payments through.
+    assert result["certified"] >= result["honest_accounts"], f"{where}: only {result['certified']} certified"
+    assert result["conflicts_raced"] == CONFLICTING
+    assert result["lies"] > 0 and result["forgeries"] > 0
+
+
+def main(seed: int) -> None:
+    work, problems, facts = trio.run(run_scenario, seed, clock=MockClock(autojump_threshold=0))
+    print(json.dumps({
+        "problems": problems, "facts": facts, "certified": len(work.record.certified),
+        "honest_accounts": ACCOUNTS - len(work.conflicting) - len(work.idle),
+        "conflicts_raced": work.record.conflicts_raced, "lies": LyingHandoff.lies,
+        "forgeries": ByzantineSettlement.forgeries,
+    }))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -5,7 +5,7 @@ lies in its handoff reports at epoch changes."""
 from __future__ import annotations
 
 import dataclasses
-import os
+import hashlib
 
 from crypto.messages import Certificate, Order, Vote
 from gossip.effects import Publish
@@ -35,7 +35,7 @@ class ByzantineSettlement(Settlement):
         others = [p for p in self.ring.owners(order.sender) if p != self.me]
         kind = self.rng.randrange(3)
         if kind == 0:  # co-owners' "votes" with random signatures
-            fake = tuple(Vote(order.id, vote.epoch, p, os.urandom(64)) for p in others[: self.quorum - 1])
+            fake = tuple(Vote(order.id, vote.epoch, p, self.rng.randbytes(64)) for p in others[: self.quorum - 1])
             return Certificate(order, (vote, *fake))
         if kind == 1:  # our vote repeated to reach the count
             return Certificate(order, (vote,) * self.quorum)
@@ -60,7 +60,8 @@ class LyingHandoff(Handoff):
         if kind == 1:
             forged = Order(self.network_id, account, account[::-1], 1, honest.next_seq, "forged", bytes(64))
             return dataclasses.replace(honest, holds=(forged,))
-        return dataclasses.replace(honest, credits=honest.credits + 1, credit_digest=os.urandom(32))
+        return dataclasses.replace(honest, credits=honest.credits + 1,
+                                   credit_digest=hashlib.sha256(b"made up" + account).digest())
 
 
 ByzantineSettlement.handoff_class = LyingHandoff
