@@ -39,7 +39,9 @@ def test_init_join_writes_an_observer_config_with_a_private_admin_token(tmp_path
     conf = Path(made["config"])
     settings = peer_config.load(conf)
     assert settings.network.seeds == ["127.0.0.1:7001", "127.0.0.1:7002"]
-    assert settings.genesis == genesis.resolve()  # absolute: the genesis is found from any directory
+    # The genesis is copied beside the config and read from there, whatever the directory the peer runs in.
+    assert settings.genesis == (tmp_path / "node7" / "genesis.json").resolve()
+    assert settings.genesis.read_bytes() == genesis.read_bytes()
     assert len(settings.api.admin_token) >= 16
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600  # the token makes whoever reads it the operator
     # The id printed is the key's, and the genesis does not list it: the peer starts as an observer.

@@ -288,14 +288,24 @@ class PeerClient:
             raise self._unreachable(url, exc) from exc
 
     def _unreachable(self, url: str, exc: httpx.TransportError, payment_id: str | None = None) -> PeerUnreachable:
-        if isinstance(exc, httpx.RemoteProtocolError) and "disconnected" not in str(exc).lower():
-            hello = probe_p2p(url)  # an answer that is not HTTP: say what it is, if it is a P2P port
+        if isinstance(exc, httpx.RemoteProtocolError):
+            # A peer's P2P port waits for the caller's handshake and hangs up on anything else; a
+            # peer that still greets first says who it is. Either way: say what the address is.
+            hello = None if "disconnected" in str(exc).lower() else probe_p2p(url)
             if hello is not None:
                 api = self.peer_urls.get(hello.peer_id) or self._api_of(hello.peer_id, url)
                 where = f"; that peer's API is {api}" if api else ""
                 return NotHttp(url, f"it is the P2P port of meshpay peer {hello.peer_id.hex()[:12]}… (network "
                                     f"{hello.network.hex()[:16]}…), not its HTTP API port{where}",
                                api or self.suggestion(url))
+            listed = self._p2p_listed(url)
+            if listed is not None:
+                peer_id, api = listed
+                where = f"; that peer's API is {api}" if api else ""
+                return NotHttp(url, f"it is the P2P port of meshpay peer {peer_id[:12]}…, not its HTTP API "
+                                    f"port{where}", api or self.suggestion(url))
+            if "disconnected" in str(exc).lower():
+                return PeerUnreachable(url, _describe(exc), self.suggestion(url), payment_id)
             return NotHttp(url, f"it does not answer in HTTP ({exc}); is this a peer's P2P port rather than "
                                 "its HTTP API port ([api] in peer.toml)?", self.suggestion(url))
         return PeerUnreachable(url, _describe(exc), self.suggestion(url), payment_id)
@@ -309,17 +319,35 @@ class PeerClient:
             raise BadAnswer(url, "the JSON answer is not an object")
         return doc
 
-    def _api_of(self, peer_id: bytes, failed: str) -> str | None:
-        """A peer's API URL, from the members list of another known peer (one short request)."""
+    def _p2p_listed(self, url: str) -> tuple[str, str | None] | None:
+        """(peer id, API URL) of the peer whose P2P address `url` is, as another known peer lists it."""
+        rows = self._listed_peers(url)
+        try:
+            parsed = httpx.URL(normalize(url))
+            wanted = {info[4][0] for info in socket.getaddrinfo(parsed.host, parsed.port or 80, type=socket.SOCK_STREAM)}
+        except (OSError, httpx.InvalidURL, ValueError):
+            return None
+        for row in rows:
+            if row.get("port") == parsed.port and row.get("host") in wanted and isinstance(row.get("peer_id"), str):
+                api = row.get("api")
+                return row["peer_id"], normalize(api) if isinstance(api, str) else None
+        return None
+
+    def _listed_peers(self, failed: str) -> list[dict]:
+        """The members list of another known peer (one short request; empty if none answers)."""
         other = self.suggestion(failed)
         if other is None:
-            return None
+            return []
         try:
             rows = self.http.get(other + "/v1/peers", timeout=self._limit(1.0)).json().get("peers")
         except (httpx.HTTPError, ValueError, AttributeError, OutOfTime):
-            return None  # only an explanation is lost
-        for row in rows if isinstance(rows, list) else []:
-            if isinstance(row, dict) and row.get("peer_id") == peer_id.hex() and isinstance(row.get("api"), str):
+            return []  # only an explanation is lost
+        return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+    def _api_of(self, peer_id: bytes, failed: str) -> str | None:
+        """A peer's API URL, from the members list of another known peer (one short request)."""
+        for row in self._listed_peers(failed):
+            if row.get("peer_id") == peer_id.hex() and isinstance(row.get("api"), str):
                 return normalize(row["api"])
         return None
 
