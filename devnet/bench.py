@@ -5,7 +5,11 @@ each account's orders (signing is the wallet's work, not the network's: not time
 each account sends its orders in sequence (the next only after the previous is certified, as a
 wallet must), spread over all gateways, at a fixed offered `rate` or with `concurrency` accounts
 busy at once; (4) report throughput, latency percentiles to `certified` and to `settled`, failures by
-kind, and the fraction of the signature-cost bound (sign/verify measured in this same run).
+kind, and the fraction of the signature-cost bound (sign/verify CPU time measured in this same run).
+
+CPU is reported per settled payment, separately for the peers (every peer process's user+system
+time from /proc over the load phase) and for this client process; and how busy the whole machine
+was meanwhile, so a run on a shared machine says how much of the box others were using.
 
 A gateway that disappears mid-run (a killed peer) is survived: its outstanding orders are submitted
 again, the very same signed bytes, through another peer.
@@ -33,7 +37,8 @@ from crypto.keys import SigningKey
 from crypto.messages import Order
 from crypto.schema import decode_any
 from devnet import sigcost
-from devnet.layout import Devnet
+from devnet.cpustat import CpuMeter
+from devnet.layout import Devnet, DevnetError
 from devnet.processes import is_running
 from gossip.client import CONNECTION_FAILURES, ClientConnection, open_client
 from gossip.links import ConnectError
@@ -245,6 +250,13 @@ class BenchReport:
     offered: str
     resubmits: int
     per_gateway: dict[str, int]
+    server_cpu_us: float  # all peers' CPU per settled payment
+    client_cpu_us: float  # this load generator's CPU per settled payment
+    server_cores: float  # mean cores the peers used during the load
+    machine_busy_cores: float | None  # mean cores the whole machine used (peers, client, others)
+    others_cores: float | None  # what the rest of the machine used meanwhile
+    signature_share: float  # the bound's signature CPU per payment / the peers' CPU per payment
+    cpu_complete: bool  # False if a peer's CPU could not be followed to the end (it was killed)
     certified_ids: list[str]
 
     def as_dict(self) -> dict:
@@ -273,6 +285,10 @@ class Bench:
         self.progress = progress or (lambda phase, done, total: None)
         self.gateways: list[Gateway | HttpGateway] = []
         self.resubmits = 0
+        self.server_cpu = 0.0
+        self.client_cpu = 0.0
+        self.machine_busy: float | None = None
+        self.cpu_complete = True
 
     # ---- connections ----------------------------------------------------------------------------
     async def _connect(self, nursery: trio.Nursery) -> None:
@@ -402,7 +418,34 @@ class Bench:
             orders.append(mine)
         return orders
 
+    def _peer_pids(self) -> list[int]:
+        try:
+            current = Devnet.load(self.devnet.root)  # a restarted peer has a new pid
+        except DevnetError:
+            current = self.devnet
+        return [p.pid for p in current.peers if p.pid is not None and is_running(p, current)]
+
+    async def _follow_cpu(self, meter: CpuMeter) -> None:
+        while True:
+            await trio.sleep(0.5)
+            meter.sample()
+            for pid in self._peer_pids():
+                meter.track(pid, from_zero=True)
+
     async def _load(self, orders: list[list[Order]]) -> tuple[list[Ticket], float]:
+        async with trio.open_nursery() as nursery:
+            meter = CpuMeter()
+            meter.start(self._peer_pids())
+            client_start = time.process_time()
+            nursery.start_soon(self._follow_cpu, meter)
+            tickets, seconds = await self._offer(orders)
+            self.server_cpu, self.machine_busy = meter.stop()
+            self.client_cpu = time.process_time() - client_start
+            self.cpu_complete = meter.complete
+            nursery.cancel_scope.cancel()
+        return tickets, seconds
+
+    async def _offer(self, orders: list[list[Order]]) -> tuple[list[Ticket], float]:
         cfg = self.config
         total = cfg.payments if cfg.payments is not None else sum(len(o) for o in orders)
         tickets: list[Ticket] = []
@@ -461,6 +504,9 @@ class Bench:
         b = sigcost.bound(cost, replication=self.genesis.replication, quorum=self.genesis.quorum,
                           appliers=sum(appliers) / len(appliers), cores=os.cpu_count() or 1)
         throughput = len(settled) / seconds
+        per_settled = 1e6 / max(1, len(settled))
+        server_us = self.server_cpu * per_settled
+        busy = None if self.machine_busy is None else self.machine_busy / seconds
         offered = (f"rate {self.config.rate}/s" if self.config.rate else
                    f"concurrency {self.config.concurrency or self.config.accounts}") + f", via {self.config.via}"
         return BenchReport(
@@ -471,6 +517,11 @@ class Bench:
             sign_us=cost.sign_us, verify_us=cost.verify_us, bound_per_second=b.payments_per_second,
             bound_formula=b.formula, fraction_of_bound=throughput / b.payments_per_second, offered=offered,
             resubmits=self.resubmits,
+            server_cpu_us=server_us, client_cpu_us=self.client_cpu * per_settled,
+            server_cores=self.server_cpu / seconds, machine_busy_cores=busy,
+            others_cores=None if busy is None else max(0.0, busy - (self.server_cpu + self.client_cpu) / seconds),
+            signature_share=b.per_payment_us / server_us if server_us else math.nan,
+            cpu_complete=self.cpu_complete,
             per_gateway={self.devnet.peers[i].name: n for i, n in sorted(Counter(t.gateway for t in tickets).items())
                          if 0 <= i < len(self.devnet.peers)},
             certified_ids=[t.order.id.hex() for t in certified],
