@@ -17,7 +17,6 @@ again, the very same signed bytes, through another peer.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import os
@@ -38,6 +37,7 @@ from crypto.messages import Order
 from crypto.schema import decode_any
 from devnet import sigcost
 from devnet.cpustat import CpuMeter
+from devnet.httpclient import HttpClient, HttpError
 from devnet.layout import Devnet, DevnetError
 from devnet.processes import is_running
 from gossip.client import CONNECTION_FAILURES, ClientConnection, open_client
@@ -165,31 +165,38 @@ class HttpGateway:
     """The same role as `Gateway`, through the peer's HTTP JSON API (to measure what HTTP costs).
 
     Each payment is two requests: POST with wait=certified, then the same signed order again with
-    wait=settled (idempotent: it joins the payment), so both latencies are seen by the client.
+    wait=settled (idempotent: it joins the payment), so both latencies are seen by the client. The
+    requests go through `devnet.httpclient` (keep-alive, little client CPU), not httpx.
     """
 
-    def __init__(self, index: int, api: str) -> None:
+    def __init__(self, index: int, api: str, max_connections: int = 256) -> None:
         self.index = index
         self.api = api
+        host, _, port = api.removeprefix("http://").rpartition(":")
+        self.client = HttpClient(host, int(port), max_connections=max_connections)
         self.alive = False
         self.on_lost: Callable[[HttpGateway, list[Ticket]], None] = lambda gw, lost: None
         self._nursery: trio.Nursery | None = None
-        self._client: httpx.AsyncClient | None = None
+
+    async def _up(self) -> bool:
+        try:
+            status, _ = await self.client.request("GET", "/v1/status")
+        except HttpError:
+            return False
+        return status == 200
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client, trio.open_nursery() as nursery:
-            self._client, self._nursery = client, nursery
-            try:
-                self.alive = (await client.get(self.api + "/v1/status")).status_code == 200
-            except httpx.HTTPError:
-                self.alive = False
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.alive = await self._up()
             task_status.started()
-            while True:
-                await trio.sleep(0.5)
-                if not self.alive:
-                    with contextlib.suppress(httpx.HTTPError):  # still down: try again shortly
-                        self.alive = (await client.get(self.api + "/v1/status")).status_code == 200
+            try:
+                while True:
+                    await trio.sleep(0.5)
+                    if not self.alive:
+                        self.alive = await self._up()
+            finally:
+                self.client.close()
 
     def submit(self, ticket: Ticket) -> None:
         assert self._nursery is not None
@@ -198,13 +205,13 @@ class HttpGateway:
         self._nursery.start_soon(self._pay, ticket)
 
     async def _pay(self, ticket: Ticket) -> None:
-        assert self._client is not None
         body = {"order": ticket.order.encode().hex(), "timeout": 30}
         try:
             for wait in ("certified", "settled"):
-                r = await self._client.post(self.api + "/v1/payments", json={**body, "wait": wait})
-                if r.status_code != 200:
-                    ticket.failed = r.json().get("error", {}).get("code", str(r.status_code))
+                status, doc = await self.client.request("POST", "/v1/payments", {**body, "wait": wait})
+                if status != 200:
+                    error = doc.get("error", {}) if isinstance(doc, dict) else {}
+                    ticket.failed = error.get("code", str(status)) if isinstance(error, dict) else str(status)
                     ticket.certified_event.set()
                     ticket.done.set()
                     return
@@ -215,7 +222,7 @@ class HttpGateway:
                 else:
                     ticket.settled = now
                     ticket.done.set()
-        except httpx.HTTPError:
+        except HttpError:
             self.alive = False
             self.on_lost(self, [ticket])
 
