@@ -192,7 +192,7 @@ class Sync:
         owners = self.ring.owners
         quiet_before = self._now - self.config.ae_quiet
         entries = []
-        share = max(16, self.config.max_ae_scan // len(differ))
+        share = max(1, self.config.max_ae_scan // len(differ))
         for bucket in differ:
             for account in self._scan(bucket, share):
                 if src not in owners(account) or self._last_change.get(account, 0.0) > quiet_before:

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import trio
