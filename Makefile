@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak bench-foundation bench-settlement bench-gossip lint clean
+.PHONY: devnet test soak bench bench-foundation bench-settlement bench-gossip lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -20,6 +20,11 @@ test: $(VENV)/.installed
 
 soak: $(VENV)/.installed
 	$(PY) -m pytest -q --soak -m soak
+
+# The whole set (foundation, settlement, devnet at full and half load, HTTP vs binary, idle, scaling):
+# one table; `make bench BENCH_ARGS=--json` for JSON.
+bench: $(VENV)/.installed
+	$(PY) -m tests.bench.suite $(BENCH_ARGS)
 
 bench-foundation: $(VENV)/.installed
 	$(PY) -m tests.bench.foundation

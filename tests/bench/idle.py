@@ -1,6 +1,6 @@
 """What an idle network costs, and that it does not grow with the accounts a peer holds.
 
-    python -m tests.bench.idle [--accounts 1000 100000 1000000] [--seconds 120] [--json]
+    python -m tests.bench.idle [--accounts 1000 100000] [--seconds 120] [--round-accounts ...] [--json]
 
 Five peers run in this process on simulated time (trio's MockClock: an idle minute passes in
 moments, and only CPU is measured), over real RocksDB stores that hold `accounts` accounts already,
@@ -9,21 +9,32 @@ loads the accounts it owns at start-up, as a restarted daemon does. Then the net
 probes, anti-entropy rounds (every 2 s per peer) and pull-repair rounds go on as on a real devnet.
 Reported per size: the one-time start-up cost, and CPU per peer per second of idle time (as a
 percentage of one core), with the anti-entropy rounds run and the repair work they found.
+
+A second table isolates one anti-entropy round between two co-owners holding the same accounts
+(1k to 1M, `--round-accounts`): CPU per round when nothing changed, and when 20 accounts changed
+on both sides since the last round. Its cost follows what changed, not what is held.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 
 import trio
 import trio.testing
 
+from gossip.effects import Outbox, Send
+from peer.ledger import Ledger
 from peer.ring import Ring
+from peer.sync import Sync
+from peer.wire import AEDigest
 from store.db import Batch, Store
 from store.layout import AccountState
 from tests.sim.bank import BankNetwork
@@ -31,6 +42,7 @@ from tests.sim.network import LinkProfile
 
 PEERS = 5
 WRITE_CHUNK = 20_000
+NETWORK = bytes(range(32))
 
 
 @dataclass
@@ -105,6 +117,83 @@ def run(sizes: list[int], seconds: float, seed: int = 1) -> list[IdleRow]:
             for n in sizes]
 
 
+@dataclass
+class RoundRow:
+    accounts: int  # accounts both co-owners hold
+    setup_s: float  # CPU to fold them all into the digests once (start-up)
+    quiet_round_us: float  # one round (digest out, digest compared) when nothing changed
+    busy_round_us: float  # the same when 20 accounts changed on both sides since the last round
+
+
+def ae_round(accounts: int, rounds: int = 200, seed: int = 1) -> RoundRow:
+    """CPU of one anti-entropy round between two co-owners that hold `accounts` identical accounts."""
+    rng = random.Random(seed)
+    committee = [rng.randbytes(32) for _ in range(PEERS)]
+    ring = Ring(committee, 4, 256)
+    a_id, b_id = committee[0], committee[1]
+    tmp = tempfile.mkdtemp(prefix="meshpay-ae-round-")
+    stores = [Store.create(os.path.join(tmp, name), NETWORK) for name in ("a", "b")]
+    gc.disable()  # millions of objects being built: the collector would rescan them again and again
+    try:
+        ledgers = [Ledger(stores[0], ring, a_id), Ledger(stores[1], ring, b_id)]
+        shared = []
+        while len(shared) < accounts:
+            account = rng.randbytes(32)
+            if ring.owns(a_id, account) and ring.owns(b_id, account):
+                shared.append(account)
+                digest = rng.randbytes(32)
+                for ledger in ledgers:
+                    ledger.accounts[account] = AccountState(100, 1, 1, digest)
+                    ledger.changed.add(account)
+        outs = [Outbox(), Outbox()]
+        syncs = [Sync(ledgers[i], outs[i], random.Random(i), lambda: [a_id, b_id], lambda c, p: None)
+                 for i in range(2)]
+        now = 1000.0
+        for sync in syncs:
+            sync.start(now - 10.0)
+        cpu = time.process_time()
+        for sync in syncs:
+            sync._buckets(a_id if sync is syncs[1] else b_id)  # the start-up fold of every account
+        setup = time.process_time() - cpu
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
+        def one_round(changes: int) -> None:
+            nonlocal now
+            now += 2.0
+            for account in rng.sample(shared, changes):
+                for ledger in ledgers:
+                    ledger.accounts[account].credits += 1
+                    ledger.changed.add(account)
+            syncs[0].tick(now)
+            digest = next(e.msg for e in outs[0].drain() if isinstance(e, Send) and isinstance(e.msg, AEDigest))
+            syncs[1].on_digest(a_id, digest, now)
+            replies = outs[1].drain()
+            if replies:
+                raise AssertionError(f"identical replicas answered with {replies[:1]}")
+
+        times = []
+        for changes in (0, 20):
+            cpu = time.process_time()
+            for _ in range(rounds):
+                one_round(changes)
+            times.append((time.process_time() - cpu) / rounds * 1e6)
+        return RoundRow(accounts, setup, times[0], times[1])
+    finally:
+        gc.unfreeze()
+        gc.enable()
+        for store in stores:
+            store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_rounds(rows: list[RoundRow]) -> None:
+    print(f"  {'accounts':>9} {'start-up fold':>13} {'round, nothing changed':>22} {'round, 20 changed':>17}")
+    for r in rows:
+        print(f"  {r.accounts:>9,} {r.setup_s:>11.2f} s {r.quiet_round_us:>19.0f} us {r.busy_round_us:>14.0f} us")
+
+
 def print_table(rows: list[IdleRow], seconds: float) -> None:
     print(f"  {'accounts':>9} {'held/peer':>9} {'start-up CPU':>12} {'idle CPU/peer':>13} {'AE rounds':>9} "
           f"{'repairs':>7} {'AE replies':>10}   ({seconds:.0f} simulated s idle)")
@@ -117,14 +206,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, nargs="+", default=[1_000, 100_000])
     parser.add_argument("--seconds", type=float, default=120.0, help="simulated seconds of idle time")
+    parser.add_argument("--round-accounts", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    rounds = [ae_round(n, seed=args.seed) for n in args.round_accounts]
     rows = run(args.accounts, args.seconds, args.seed)
     if args.json:
-        print(json.dumps({"seconds": args.seconds, "rows": [asdict(r) for r in rows]}))
+        print(json.dumps({"seconds": args.seconds, "rows": [asdict(r) for r in rows],
+                          "rounds": [asdict(r) for r in rounds]}))
         return
-    print(f"idle cost vs accounts held: {PEERS} peers, N=4, simulated time, real RocksDB (pid {os.getpid()})")
+    print(f"one anti-entropy round between two co-owners vs accounts they hold (pid {os.getpid()})")
+    print_rounds(rounds)
+    print(f"idle cost vs accounts held: {PEERS} peers, N=4, simulated time, real RocksDB")
     print_table(rows, args.seconds)
 
 
