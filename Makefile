@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak fuzz bench-foundation bench-settlement bench-gossip bench-epoch lint clean
+.PHONY: devnet test soak fuzz bench bench-foundation bench-settlement bench-gossip bench-epoch lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -27,6 +27,10 @@ FUZZ_RUNS ?= 1000000
 fuzz: $(VENV)/.installed
 	$(PY) -m pip install --quiet atheris || echo "atheris did not install: using the mutation engine"
 	$(PY) -m tests.fuzz.run --runs $(FUZZ_RUNS)
+# The whole set (foundation, settlement, devnet at full and half load, HTTP vs binary, idle, scaling):
+# one table; `make bench BENCH_ARGS=--json` for JSON.
+bench: $(VENV)/.installed
+	$(PY) -m tests.bench.suite $(BENCH_ARGS)
 
 bench-foundation: $(VENV)/.installed
 	$(PY) -m tests.bench.foundation

@@ -6,7 +6,11 @@ each account's orders (signing is the wallet's work, not the network's: not time
 each account sends its orders in sequence (the next only after the previous is certified, as a
 wallet must), spread over all gateways, at a fixed offered `rate` or with `concurrency` accounts
 busy at once; (4) report throughput, latency percentiles to `certified` and to `settled`, failures by
-kind, and the fraction of the signature-cost bound (sign/verify measured in this same run).
+kind, and the fraction of the signature-cost bound (sign/verify CPU time measured in this same run).
+
+CPU is reported per settled payment, separately for the peers (every peer process's user+system
+time from /proc over the load phase) and for this client process; and how busy the whole machine
+was meanwhile, so a run on a shared machine says how much of the box others were using.
 
 A gateway that disappears mid-run (a killed peer) is survived: its outstanding orders are submitted
 again, the very same signed bytes, through another peer.
@@ -14,7 +18,6 @@ again, the very same signed bytes, through another peer.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import os
@@ -35,8 +38,10 @@ from crypto.keys import SigningKey
 from crypto.messages import Order
 from crypto.schema import decode_any
 from devnet import epochs, sigcost
-from devnet.layout import Devnet
-from devnet.processes import is_running
+from devnet.cpustat import CpuMeter
+from devnet.httpclient import HttpClient, HttpError
+from devnet.layout import Devnet, DevnetError
+from devnet.processes import is_running, live_pid
 from gossip.client import CONNECTION_FAILURES, ClientConnection, open_client
 from gossip.links import ConnectError
 from peer.client_wire import STATUS_NAMES, WAIT_SETTLED, PaymentStatus, Submit
@@ -166,31 +171,38 @@ class HttpGateway:
     """The same role as `Gateway`, through the peer's HTTP JSON API (to measure what HTTP costs).
 
     Each payment is two requests: POST with wait=certified, then the same signed order again with
-    wait=settled (idempotent: it joins the payment), so both latencies are seen by the client.
+    wait=settled (idempotent: it joins the payment), so both latencies are seen by the client. The
+    requests go through `devnet.httpclient` (keep-alive, little client CPU), not httpx.
     """
 
-    def __init__(self, index: int, api: str) -> None:
+    def __init__(self, index: int, api: str, max_connections: int = 256) -> None:
         self.index = index
         self.api = api
+        host, _, port = api.removeprefix("http://").rpartition(":")
+        self.client = HttpClient(host, int(port), max_connections=max_connections)
         self.alive = False
         self.on_lost: Callable[[HttpGateway, list[Ticket]], None] = lambda gw, lost: None
         self._nursery: trio.Nursery | None = None
-        self._client: httpx.AsyncClient | None = None
+
+    async def _up(self) -> bool:
+        try:
+            status, _ = await self.client.request("GET", "/v1/status")
+        except HttpError:
+            return False
+        return status == 200
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client, trio.open_nursery() as nursery:
-            self._client, self._nursery = client, nursery
-            try:
-                self.alive = (await client.get(self.api + "/v1/status")).status_code == 200
-            except httpx.HTTPError:
-                self.alive = False
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.alive = await self._up()
             task_status.started()
-            while True:
-                await trio.sleep(0.5)
-                if not self.alive:
-                    with contextlib.suppress(httpx.HTTPError):  # still down: try again shortly
-                        self.alive = (await client.get(self.api + "/v1/status")).status_code == 200
+            try:
+                while True:
+                    await trio.sleep(0.5)
+                    if not self.alive:
+                        self.alive = await self._up()
+            finally:
+                self.client.close()
 
     def submit(self, ticket: Ticket) -> None:
         assert self._nursery is not None
@@ -199,13 +211,13 @@ class HttpGateway:
         self._nursery.start_soon(self._pay, ticket)
 
     async def _pay(self, ticket: Ticket) -> None:
-        assert self._client is not None
         body = {"order": ticket.order.encode().hex(), "timeout": 30}
         try:
             for wait in ("certified", "settled"):
-                r = await self._client.post(self.api + "/v1/payments", json={**body, "wait": wait})
-                if r.status_code != 200:
-                    ticket.failed = r.json().get("error", {}).get("code", str(r.status_code))
+                status, doc = await self.client.request("POST", "/v1/payments", {**body, "wait": wait})
+                if status != 200:
+                    error = doc.get("error", {}) if isinstance(doc, dict) else {}
+                    ticket.failed = error.get("code", str(status)) if isinstance(error, dict) else str(status)
                     ticket.certified_event.set()
                     ticket.done.set()
                     return
@@ -216,7 +228,7 @@ class HttpGateway:
                 else:
                     ticket.settled = now
                     ticket.done.set()
-        except httpx.HTTPError:
+        except HttpError:
             self.alive = False
             self.on_lost(self, [ticket])
 
@@ -252,6 +264,13 @@ class BenchReport:
     offered: str
     resubmits: int
     per_gateway: dict[str, int]
+    server_cpu_us: float  # all peers' CPU per settled payment
+    client_cpu_us: float  # this load generator's CPU per settled payment
+    server_cores: float  # mean cores the peers used during the load
+    machine_busy_cores: float | None  # mean cores the whole machine used (peers, client, others)
+    others_cores: float | None  # what the rest of the machine used meanwhile
+    signature_share: float  # the bound's signature CPU per payment / the peers' CPU per payment
+    cpu_complete: bool  # False if a peer's CPU could not be followed to the end (it was killed)
     certified_ids: list[str]
 
     def as_dict(self) -> dict:
@@ -281,6 +300,10 @@ class Bench:
         self.gateways: list[Gateway | HttpGateway] = []
         self.resubmits = 0
         self.funded_from = "bench accounts"
+        self.server_cpu = 0.0
+        self.client_cpu = 0.0
+        self.machine_busy: float | None = None
+        self.cpu_complete = True
 
     # ---- connections ----------------------------------------------------------------------------
     async def _connect(self, nursery: trio.Nursery) -> None:
@@ -414,7 +437,35 @@ class Bench:
             orders.append(mine)
         return orders
 
+    def _peer_pids(self) -> list[int]:
+        try:
+            current = Devnet.load(self.devnet.root)  # a restarted peer has a new pid
+        except DevnetError:
+            current = self.devnet
+        pids = (live_pid(current, p) for p in current.peers)
+        return [pid for pid in pids if pid is not None]
+
+    async def _follow_cpu(self, meter: CpuMeter) -> None:
+        while True:
+            await trio.sleep(0.5)
+            meter.sample()
+            for pid in self._peer_pids():
+                meter.track(pid, from_zero=True)
+
     async def _load(self, orders: list[list[Order]]) -> tuple[list[Ticket], float]:
+        async with trio.open_nursery() as nursery:
+            meter = CpuMeter()
+            meter.start(self._peer_pids())
+            client_start = time.process_time()
+            nursery.start_soon(self._follow_cpu, meter)
+            tickets, seconds = await self._offer(orders)
+            self.server_cpu, self.machine_busy = meter.stop()
+            self.client_cpu = time.process_time() - client_start
+            self.cpu_complete = meter.complete
+            nursery.cancel_scope.cancel()
+        return tickets, seconds
+
+    async def _offer(self, orders: list[list[Order]]) -> tuple[list[Ticket], float]:
         cfg = self.config
         total = cfg.payments if cfg.payments is not None else sum(len(o) for o in orders)
         tickets: list[Ticket] = []
@@ -473,6 +524,9 @@ class Bench:
         b = sigcost.bound(cost, replication=self.genesis.replication, quorum=self.genesis.quorum,
                           appliers=sum(appliers) / len(appliers), cores=os.cpu_count() or 1)
         throughput = len(settled) / seconds
+        per_settled = 1e6 / max(1, len(settled))
+        server_us = self.server_cpu * per_settled
+        busy = None if self.machine_busy is None else self.machine_busy / seconds
         offered = (f"rate {self.config.rate}/s" if self.config.rate else
                    f"concurrency {self.config.concurrency or self.config.accounts}") + f", via {self.config.via}"
         return BenchReport(
@@ -483,6 +537,11 @@ class Bench:
             sign_us=cost.sign_us, verify_us=cost.verify_us, bound_per_second=b.payments_per_second,
             bound_formula=b.formula, fraction_of_bound=throughput / b.payments_per_second, offered=offered,
             resubmits=self.resubmits,
+            server_cpu_us=server_us, client_cpu_us=self.client_cpu * per_settled,
+            server_cores=self.server_cpu / seconds, machine_busy_cores=busy,
+            others_cores=None if busy is None else max(0.0, busy - (self.server_cpu + self.client_cpu) / seconds),
+            signature_share=b.per_payment_us / server_us if server_us else math.nan,
+            cpu_complete=self.cpu_complete,
             per_gateway={self.devnet.peers[i].name: n for i, n in sorted(Counter(t.gateway for t in tickets).items())
                          if 0 <= i < len(self.devnet.peers)},
             certified_ids=[t.order.id.hex() for t in certified],

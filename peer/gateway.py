@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from crypto.errors import DecodeError
 from crypto.messages import Certificate, Order, Vote
-from gossip.effects import Notify, Outbox, Penalize, Publish
+from gossip.effects import Notify, Outbox, Penalize
 from peer.certify import CertificateChecker, CertificateError
 from peer.committee import Committee
 from peer.ring import Ring
@@ -318,10 +318,9 @@ class Gateway:
         self._certify_ewma = took if self._certify_ewma is None else 0.9 * self._certify_ewma + 0.1 * took
         self.outcomes[CERTIFIED] += 1
         self.out.add(Notify(p.event()))
-        targets = set(p.owners_from) | set(p.owners_to)
+        # Only the owners of either side need it, straight from us (with retries; anti-entropy
+        # behind that). No broadcast: a payment costs its owners and its gateway, never every peer.
         self._deliver(p, now)
-        # Everyone else learns it by gossip; the owners already have it straight from us.
-        self.out.add(Publish(cert.encode(), frozenset(targets | {self.me})))
 
     def _deliver(self, p: Payment, now: float) -> None:
         """Send the certificate to owners that have not confirmed their side yet."""

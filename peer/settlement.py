@@ -25,7 +25,7 @@ from crypto.keys import SigningKey
 from crypto.messages import Certificate, Order, Vote
 from crypto.schema import Message
 from gossip.broadcast import Delivered, Verdict
-from gossip.effects import Notify, Outbox, Penalize, Persist, Seen, Send
+from gossip.effects import Notify, Outbox, Penalize, Persist, Send
 from peer.certify import CertificateChecker, CertificateError, UnknownEpoch
 from peer.committee import Committee
 from peer.epoch_chain import Chain
@@ -210,8 +210,6 @@ class Settlement:
         elif kind is Refusal:
             self.gateway.on_refusal(src, msg, now)
         elif kind is CertDelivery:
-            # The gateway also broadcasts it; having it now makes that Push a cheap duplicate.
-            self.out.add(Seen(msg.cert.encode()))
             self._on_cert(msg.cert, src, now, ack=True)
         elif kind is Applied:
             self.gateway.on_applied(src, msg.order_id, msg.sides, now)

@@ -14,12 +14,22 @@ trusting it: whatever comes back is verified like any other certificate.
   costs work proportional to what changed, not to how many accounts a peer owns; and accounts that
   changed in the last `ae_quiet` seconds are left out of replies and pulls (their certificates are
   most likely still in flight, not missing).
+- Under load most buckets differ for a moment (payments in flight between owners), and answering
+  with every account of every differing bucket made each round's work grow with the accounts held
+  (thousands of entries per round once a devnet had run a few benchmarks: CPU per payment and the
+  latency tail grew with every run). So: accounts that changed within `ae_quiet` are left out of
+  the digests as well; a bucket is answered only if it also differed in the previous digest from
+  the same co-owner (a lag passes, a real difference stays); and a reply looks at no more than
+  `max_ae_scan` accounts, taking turns through large buckets. A real difference is found a round
+  or a few turns later instead of at once; a round's work no longer depends on what a peer holds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +61,7 @@ class SyncConfig:
     ae_interval: float = 2.0
     ae_quiet: float = 2.0
     max_ae_entries: int = 4096
+    max_ae_scan: int = 1024  # accounts one anti-entropy reply looks at, whatever a peer holds
 
 
 class Sync:
@@ -73,6 +84,9 @@ class Sync:
         self._last_change: dict[bytes, float] = {}
         self._digests: dict[bytes, list[int]] = {}  # co-owner -> 64 bucket digests of shared accounts
         self._in_bucket: list[set[bytes]] = [set() for _ in range(AE_BUCKETS)]
+        self._turn = [0] * AE_BUCKETS  # where the next reply starts in a bucket too large for one
+        self._recent: OrderedDict[bytes, float] = OrderedDict()  # changed within ae_quiet, oldest first
+        self._differed: dict[bytes, set[int]] = {}  # co-owner -> buckets that differed in its last digest
         self._now = 0.0
         self.counters = {"catch_up_requests": 0, "ae_rounds": 0, "ae_repairs": 0, "certs_pulled": 0}
 
@@ -195,14 +209,21 @@ class Sync:
     def on_digest(self, src: bytes, msg: AEDigest, now: float) -> None:
         self._now = now
         mine = self._buckets(src)
-        differ = [i for i in range(AE_BUCKETS) if mine[i] != msg.buckets[i]]
+        now_differ = {i for i in range(AE_BUCKETS) if mine[i] != msg.buckets[i]}
+        before = self._differed.get(src, set())
+        if now_differ:
+            self._differed[src] = now_differ
+        else:
+            self._differed.pop(src, None)
+        differ = sorted(now_differ & before)  # a difference that persisted, not a lag
         if not differ:
             return
         owners = self.ring.owners
         quiet_before = self._now - self.config.ae_quiet
         entries = []
+        share = max(1, self.config.max_ae_scan // len(differ))
         for bucket in differ:
-            for account in self._in_bucket[bucket]:
+            for account in self._scan(bucket, share):
                 if src not in owners(account) or self._last_change.get(account, 0.0) > quiet_before:
                     continue
                 state = self.ledger.accounts[account]
@@ -213,6 +234,18 @@ class Sync:
                 break
         if entries:
             self.out.send(src, AEAccounts(tuple(entries)))
+
+    def _scan(self, bucket: int, limit: int) -> list[bytes]:
+        """At most `limit` accounts of a bucket, continuing where the last reply stopped."""
+        accounts = self._in_bucket[bucket]
+        if len(accounts) <= limit:
+            return list(accounts)
+        start = self._turn[bucket] % len(accounts)
+        chosen = list(itertools.islice(accounts, start, start + limit))
+        if len(chosen) < limit:
+            chosen += itertools.islice(accounts, limit - len(chosen))
+        self._turn[bucket] = start + limit
+        return chosen
 
     def on_accounts(self, src: bytes, msg: AEAccounts, now: float) -> None:
         self._now = now
@@ -246,6 +279,8 @@ class Sync:
                 new = int.from_bytes(h[:8], "big")
             old = self._entry.get(account, 0)
             self._last_change[account] = self._now
+            self._recent[account] = self._now
+            self._recent.move_to_end(account)
             if new == old:
                 continue
             bucket = account[0] % AE_BUCKETS
@@ -265,6 +300,19 @@ class Sync:
         changed.clear()
 
     def _buckets(self, peer: bytes) -> tuple[bytes, ...]:
+        """The digest of the quiet accounts shared with `peer` (work: what changed recently)."""
         self._refresh()
-        digests = self._digests.get(peer) or [0] * AE_BUCKETS
+        digests = list(self._digests.get(peer) or [0] * AE_BUCKETS)
+        recent = self._recent
+        quiet_before = self._now - self.config.ae_quiet
+        while recent:
+            account, at = next(iter(recent.items()))
+            if at > quiet_before:
+                break
+            del recent[account]
+        owners = self.ring.owners
+        for account in recent:
+            entry = self._entry.get(account, 0)
+            if entry and peer in owners(account):
+                digests[account[0] % AE_BUCKETS] ^= entry
         return tuple(x.to_bytes(8, "big") for x in digests)

@@ -97,6 +97,12 @@ def bench(
     table.add_row("resubmitted", f"{result.resubmits} (after a gateway was lost)")
     table.add_row("signature bound", f"{result.bound_per_second:.0f} payments/s = {result.bound_formula}")
     table.add_row("fraction of bound", f"{result.fraction_of_bound:.1%}")
+    table.add_row("CPU per payment", f"peers {result.server_cpu_us:,.0f} us (all peers, from /proc), client "
+                  f"{result.client_cpu_us:,.0f} us; signatures are {result.signature_share:.0%} of the peers' CPU"
+                  + ("" if result.cpu_complete else " (a peer vanished mid-run: its CPU is partly missing)"))
+    busy = "?" if result.machine_busy_cores is None else f"{result.machine_busy_cores:.2f}"
+    others = "?" if result.others_cores is None else f"{result.others_cores:.2f}"
+    table.add_row("cores busy", f"peers {result.server_cores:.2f}, whole machine {busy} (others {others})")
     table.add_row("funded from", f"{accounts} new accounts, paid by the devnet's {runner.funded_from}")
     out.print(table)
 
