@@ -25,7 +25,7 @@ import httpx
 from crypto import keystore
 from crypto.keys import SigningKey
 from devnet import processes
-from devnet.layout import DEVNET_SCRYPT_N, Devnet, DevnetError, PeerEntry, free_ports
+from devnet.layout import DEVNET_SCRYPT_N, Devnet, DevnetError, PeerEntry, free_ports, write_private
 from peer import config as peer_config
 from peer.epoch_chain import Chain, EpochCertificate, EpochError
 from peer.genesis import load as load_genesis
@@ -179,30 +179,32 @@ def create_peer(devnet: Devnet) -> PeerEntry:
                               listen_port=port, api_port=api_port,
                               seeds=[f"127.0.0.1:{p.port}" for p in model[:2]], fsync=settings.tuning.fsync,
                               sync_in_thread=settings.tuning.sync_in_thread,
-                              admin_token=admin_token(devnet, model[0]))
-    devnet.config_path(name).write_text(text)
-    devnet.config_path(name).chmod(0o600)
+                              audit_token=settings.api.audit_token or None,
+                              admin_token=admin_token(devnet, model[0]), log_format=settings.log.format)
+    write_private(devnet.config_path(name), text)
     devnet.peers.append(entry)
     devnet.save()
     return entry
 
 
 def start_observer(devnet: Devnet, entry: PeerEntry, timeout: float) -> float:
-    """Start a peer outside the committee; seconds until every running peer sees it alive."""
+    """Start a peer outside the committee; seconds until it sees every running peer alive.
+
+    (The committee keeps an outsider only in its bounded outsiders table, never in its members
+    list (docs/security.md), so the newcomer's own view is the one that says it has joined.)"""
+    members = {m.hex() for m in verified_chain(devnet).current.members}
     processes.start_peer(devnet, entry)
-    others = [p for p in running(devnet) if p.name != entry.name]
+    others = [p for p in running(devnet) if p.name != entry.name and p.peer_id in members]
 
     def seen() -> bool:
         if not processes.is_running(entry, devnet):
             raise DevnetError(f"{entry.name} exited during start-up: {processes.tail(devnet, entry.name, 5)}")
-        for peer in others:
-            try:
-                rows = httpx.get(peer.api + "/v1/peers", timeout=HTTP_TIMEOUT).json()["peers"]
-            except httpx.HTTPError:
-                return False
-            if not any(r["peer_id"] == entry.peer_id and r["state"] == "alive" for r in rows):
-                return False
-        return epoch_status(entry) is not None
+        try:
+            rows = httpx.get(entry.api + "/v1/peers", timeout=HTTP_TIMEOUT).json()["peers"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        alive = {r.get("peer_id") for r in rows if isinstance(r, dict) and r.get("state") == "alive"}
+        return all(p.peer_id in alive for p in others) and epoch_status(entry) is not None
 
     return _wait(f"{entry.name} to join membership", seen, timeout)
 

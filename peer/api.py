@@ -186,7 +186,8 @@ class Api:
         if peer_id == self.node.id:
             record = self.node.membership.record
         else:
-            member = self.node.membership.members.get(peer_id)
+            membership = self.node.membership
+            member = membership.members.get(peer_id) or membership.outsiders.get(peer_id)
             record = member.record if member is not None else None
         if record is None or not record.api_port:
             return None
@@ -253,6 +254,13 @@ class Api:
                          "host": m.record.host if m.record else None, "port": m.record.port if m.record else None,
                          "api": self._api_url(pid), "incarnation": m.incarnation,
                          "committee": pid in node.chain.current})
+        # Outsiders (observers, joining peers) this peer currently hears from: a bounded table
+        # (membership.max_outsiders), shown so operators can see who is connected.
+        for pid, m in sorted(node.membership.outsiders.items()):
+            rows.append({"peer_id": pid.hex(), "state": STATE_NAMES[m.state], "self": False,
+                         "host": m.record.host if m.record else None, "port": m.record.port if m.record else None,
+                         "api": self._api_url(pid), "incarnation": m.incarnation, "committee": False,
+                         "outsider": True})
         return JSONResponse({"peers": rows})
 
     async def genesis(self, request: Request) -> Response:

@@ -38,6 +38,7 @@ from crypto.address import encode_address
 from crypto.keys import SigningKey
 from crypto.messages import Order
 from devnet import epochs, layout, processes
+from devnet.audit import configured_tokens
 from devnet.bench import Bench, BenchConfig, BenchReport
 from devnet.layout import Devnet, PeerEntry
 from gossip.transport import TcpTransport
@@ -153,16 +154,24 @@ def certified_total(devnet: Devnet) -> int:
     return total
 
 
+def pid_of(devnet: Devnet, entry: PeerEntry) -> int:
+    pid = processes.live_pid(devnet, entry)
+    assert pid is not None, f"{entry.name} is not running"
+    return pid
+
+
 # ---- checks ------------------------------------------------------------------------------------------
 def owner_states(devnet: Devnet, chain: Chain) -> dict[bytes, dict[bytes, tuple]]:
     """account -> {current owner -> its state}, from every running peer's audit listing."""
     states: dict[bytes, dict[bytes, tuple]] = {}
+    tokens = configured_tokens(devnet)
     with httpx.Client(timeout=HTTP) as client:
         for entry in epochs.running(devnet):
             after = None
+            headers = {"Authorization": f"Bearer {tokens[entry.name]}"}
             while True:
                 params = {"limit": "5000", **({"after": after} if after else {})}
-                doc = client.get(f"{entry.api}/v1/audit/accounts", params=params).json()
+                doc = client.get(f"{entry.api}/v1/audit/accounts", params=params, headers=headers).json()
                 for row in doc["accounts"]:
                     account = bytes.fromhex(row["account"])
                     if bytes.fromhex(entry.peer_id) in chain.current.owners(account):
@@ -192,7 +201,7 @@ def assert_moved_accounts_agree(devnet: Devnet, before: Chain, after: Chain) -> 
 def check(devnet: Devnet) -> dict[str, Any]:
     proc = devnet_cli("check", "--dir", str(devnet.root), "--json", "--quiet-timeout", "90")
     verdict = json.loads(proc.out)
-    assert proc.code == 0 and verdict["ok"], verdict["violations"][:10]
+    assert proc.code == 0 and verdict.get("ok"), verdict.get("violations", verdict)
     return verdict
 
 
@@ -281,6 +290,10 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
                               "--port", str(port), "--api-port", str(api_port), "--json")
     assert code == 0, err
     newcomer = PeerEntry(name, json.loads(out)["peer_id"], port, api_port)
+    # Its operator opens the audit listing to the devnet's auditor (`devnet check`), as the others do.
+    conf = devnet.config_path(name)
+    token = configured_tokens(devnet)[members[0].name]
+    conf.write_text(conf.read_text().replace('# audit_token = ""', f'audit_token = "{token}"'))
     devnet.peers.append(newcomer)
     devnet.save()
     processes.start_peer(devnet, newcomer)
@@ -310,7 +323,7 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
         wait_until("the frozen peers' approvals to spread",
                    lambda: {p.peer_id for p in frozen} <= approvals_seen(proposer, change_id), 30)
         for entry in frozen:
-            os.kill(entry.pid, signal.SIGSTOP)
+            os.kill(pid_of(devnet, entry), signal.SIGSTOP)
             stopped.append(entry)
         target = before.epoch + 1
         for entry in others[2:]:
@@ -338,13 +351,15 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
         mid = last[-1]
         # 3. SIGKILL it in the middle of its handoff. Freeze every other peer too, so that nothing can
         # progress after the restart: what it shows then is exactly what it stored.
-        os.kill(newcomer.pid, signal.SIGKILL)
-        assert gone(newcomer.pid, 10)
+        victim = processes.live_pid(devnet, newcomer)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        assert gone(victim, 10)
         for entry in members[1:]:
             if entry not in stopped:
-                os.kill(entry.pid, signal.SIGSTOP)
+                os.kill(pid_of(devnet, entry), signal.SIGSTOP)
                 stopped.append(entry)
-        os.kill(proposer.pid, signal.SIGSTOP)
+        os.kill(pid_of(devnet, proposer), signal.SIGSTOP)
         stopped.append(proposer)
         processes.start_peer(devnet, newcomer)
         wait_until("the newcomer to answer again", lambda: handoff(newcomer) is not None, 60)
@@ -361,7 +376,7 @@ def test_an_operator_promotes_a_joined_peer_whose_handoff_survives_sigkill(net: 
         assert resumed["bytes_received"] == mid["bytes_received"] > 0
     finally:
         for entry in stopped:
-            os.kill(entry.pid, signal.SIGCONT)
+            os.kill(pid_of(devnet, entry), signal.SIGCONT)
     # 4. The frozen peers resume; every handoff completes; the new owners agree.
     wait_until("every handoff into the new epoch", lambda: all(
         epochs.handoff_done(epochs.epoch_status(p), target)

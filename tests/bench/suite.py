@@ -107,7 +107,7 @@ def _summary(report: BenchReport) -> dict[str, Any]:
 
 def _idle_devnet(devnet: Devnet, seconds: float) -> float:
     meter = CpuMeter()
-    meter.start([p.pid for p in devnet.peers if p.pid is not None])
+    meter.start([pid for pid in (processes.live_pid(devnet, p) for p in devnet.peers) if pid is not None])
     time.sleep(seconds)
     used, _ = meter.stop()
     return used / seconds / len(devnet.peers) * 100
