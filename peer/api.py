@@ -58,7 +58,7 @@ def cert_json(cert: Certificate) -> dict[str, Any]:
 
 class Api:
     def __init__(self, node: Node, *, metrics: Metrics | None = None, max_body: int = 64 * 1024,
-                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0) -> None:
+                 max_waiting: int = 4096, max_wait: float = 60.0, peer_port: int = 0, admin_token: str = "") -> None:
         self.node = node
         self.metrics = metrics
         self.max_body = max_body
@@ -81,6 +81,9 @@ class Api:
             Route("/v1/audit/certificates", self._wrap("audit_certificates", self.audit_certificates)),
             Route("/metrics", self._wrap("metrics", self.metrics_route)),
         ])
+        from peer import api_admin, api_explore  # explorer and admin routes (docs/console.md)
+        api_explore.mount(self)
+        api_admin.mount(self, admin_token)
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
 

@@ -53,6 +53,15 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_waiting: int = Field(4096, ge=1)  # requests waiting on a payment at once
     max_wait_seconds: float = Field(60.0, gt=0)
+    admin_token: str = ""  # empty: the admin API (/v1/admin) is off
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isprintable() or " " in value):
+            raise ValueError("admin_token must be empty (admin API off) or at least 16 printable characters "
+                             "without spaces")
+        return value
 
 
 class LogSettings(BaseModel):
@@ -168,6 +177,9 @@ max_body_bytes = 65536
 # Requests waiting on a payment at once; more are refused with 503 instead of queueing.
 max_waiting = 4096
 max_wait_seconds = 60.0
+# Bearer token for the admin API (/v1/admin: a graceful stop, used by the web console). Empty keeps
+# it off. Prefer the environment (MESHPAY_API__ADMIN_TOKEN) to writing it here.
+admin_token = ""
 
 [log]
 # debug | info | warning | error

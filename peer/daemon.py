@@ -169,7 +169,7 @@ class Daemon:
             metrics = Metrics(node, transport)
             node.runtime.subscribe(metrics.on_event)
             api = Api(node, metrics=metrics, max_body=s.api.max_body_bytes, max_waiting=s.api.max_waiting,
-                      max_wait=s.api.max_wait_seconds, peer_port=port)
+                      max_wait=s.api.max_wait_seconds, peer_port=port, admin_token=s.api.admin_token)
             service = ClientService(node)
             clients.append(service)
             await nursery.start(node.run)

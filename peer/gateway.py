@@ -67,6 +67,7 @@ class Payment:
     created: float
     status: str = PENDING
     votes: dict[bytes, Vote] = field(default_factory=dict)
+    vote_at: dict[bytes, float] = field(default_factory=dict)  # when each vote arrived (explorers)
     refused: dict[bytes, tuple[Refuse, str, bytes]] = field(default_factory=dict)
     retry: set[bytes] = field(default_factory=set)  # owners that said "try again later"
     cert: Certificate | None = None
@@ -153,6 +154,7 @@ class Gateway:
             self.out.add(Penalize(src, 10, "invalid vote signature"))
             return
         p.votes[src] = vote
+        p.vote_at[src] = now
         p.retry.discard(src)
         if len(p.votes) >= self.quorum:
             chosen = tuple(sorted(p.votes.values(), key=lambda v: v.voter)[: self.quorum])
