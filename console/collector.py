@@ -35,9 +35,8 @@ from console.peerapi import (
     Status,
 )
 from console.sources import PeerRef, Source, normalize
-from crypto.address import decode_address, encode_address
+from crypto.address import decode_address
 from crypto.errors import AddressError
-from peer import genesis as genesis_file
 from peer.genesis import Genesis
 from peer.ring import Ring
 
@@ -279,7 +278,7 @@ class Collector:
             await self._check_admin(api, state)
         if self.source.discover and state.members:
             for m in state.members:
-                if m.api and normalize(m.api) not in self.peers and m.state == "alive":
+                if m.api and normalize(m.api) not in self.peers:
                     self._add(PeerRef(normalize(m.api), m.peer_id[:12], m.peer_id))
 
     def _failed(self, state: PeerState, exc: PeerError, now: float) -> None:
@@ -468,10 +467,3 @@ class Collector:
             for address in addresses:
                 nursery.start_soon(limited, address)
 
-
-def load_genesis(path: str) -> Genesis:
-    return genesis_file.load(path)
-
-
-def address_of(account_hex: str) -> str:
-    return encode_address(bytes.fromhex(account_hex))

@@ -16,7 +16,7 @@ import trio
 from console import model
 from console.certs import Checker, Verdict
 from console.collector import Collector
-from console.peerapi import AccountView, History, OrderDoc, PeerError, PeerRefused, Trace
+from console.peerapi import AccountView, History, OrderDoc, PeerError, Trace
 from crypto.address import decode_address
 from crypto.errors import AddressError
 
@@ -221,10 +221,8 @@ async def find_debit(collector: Collector, address: str, seq: int) -> str | None
             continue
         try:
             found = await collector.api(url).debit(address, seq)
-        except PeerRefused:
-            continue
         except PeerError:
-            continue
+            continue  # that owner is down or refuses: ask the next one
         if found is not None:
             return found
     return None

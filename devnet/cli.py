@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from devnet import layout, processes
+from devnet import cli_console, layout, processes
 from devnet.audit import audit
 from devnet.bench import Bench, BenchConfig
 from devnet.layout import Devnet, DevnetError
@@ -244,7 +244,8 @@ def up(
     else:
         _print_summary(doc)
     if not detach:
-        _watch(devnet, stop_on_exit=True)
+        with cli_console.alongside(devnet, quiet=json_out):  # the web console, while the view runs
+            _watch(devnet, stop_on_exit=True)
 
 
 @app.command()
@@ -456,6 +457,9 @@ def check(root: DirOption, quiet_timeout: Annotated[float, typer.Option(min=0)] 
         out.print("[green]verdict: OK[/green]" if report.ok else f"[red]verdict: {len(report.violations)} violation(s)[/red]")
     if not report.ok:
         raise typer.Exit(EXIT_VIOLATIONS)
+
+
+app.command(name="console")(cli_console.console)
 
 
 def main() -> None:
