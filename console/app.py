@@ -41,6 +41,7 @@ from console.control import (
 )
 from crypto.address import decode_address
 from crypto.errors import AddressError
+from wallet.amounts import format_amount
 
 HERE = Path(__file__).parent
 TOPICS = ("network", "traffic", "feed", "alerts", "accounts", "account", "payment", "controls")
@@ -79,6 +80,7 @@ class Console:
         self.nursery: trio.Nursery | None = None  # for background work an action starts (a load run)
         self._checker: Checker | None = None
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.filters["amount"] = format_amount
 
     @property
     def checker(self) -> Checker | None:

@@ -150,7 +150,7 @@ Series = list[tuple[float, Sample]]  # (time, sample), oldest first
 
 def _at(series: Series, t: float) -> int:
     """Index of the latest sample taken at or before t (-1 if none)."""
-    return bisect.bisect_right([s[0] for s in series], t) - 1
+    return bisect.bisect_right(series, t, key=lambda s: s[0]) - 1
 
 
 def window_delta(series: Series, start: float, end: float) -> tuple[float, Sample, Sample] | None:

@@ -31,6 +31,7 @@ class Options:
     admin_token: str | None = None
     read_only: bool = False
     interval: float = 1.0
+    audit_interval: float = 10.0
 
 
 def make_source(options: Options) -> Source:
@@ -53,7 +54,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[str] = trio.TA
     genesis = genesis_file.load(genesis_path) if genesis_path is not None else None
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=128)
     async with httpx.AsyncClient(limits=limits, transport=transport) as http, trio.open_nursery() as nursery:
-        collector = Collector(source, http, genesis=genesis, admin_token=options.admin_token, interval=options.interval)
+        collector = Collector(source, http, genesis=genesis, admin_token=options.admin_token, interval=options.interval,
+                              audit_interval=options.audit_interval)
         control = DevnetControl(options.devnet) if options.devnet is not None else None
         console = Console(collector, control=control, read_only=options.read_only)
         console.nursery = nursery

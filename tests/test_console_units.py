@@ -212,3 +212,50 @@ def test_every_peer_action_is_a_devnet_command_and_fits_the_process_state() -> N
     assert "start" not in DEVNET_ACTIONS_BY_STATE["running"] and DEVNET_ACTIONS_BY_STATE["stopped"] == ("start",)
     # stopping or killing a paused peer resumes it first, or SIGTERM would wait for ever
     assert _STEPS["stop"][0] == ["kill", "--signal", "CONT"]
+
+
+# ---- the admin API (peer/api_admin.py) -------------------------------------------------------------------
+def admin_client(token: str) -> httpx.AsyncClient:
+    from types import SimpleNamespace
+
+    from starlette.applications import Starlette
+
+    from peer import api_admin
+    from peer.api import Api
+
+    # the parts of the peer's Api the admin routes use; `_wrap` is the real one (errors as JSON)
+    api = SimpleNamespace(node=SimpleNamespace(id=bytes(range(32))), accepting=True, metrics=None)
+    api._wrap = lambda name, handler: Api._wrap(api, name, handler)
+    app = Starlette(routes=api_admin.Admin(api, token).routes())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://peer")
+
+
+async def test_the_admin_api_is_off_without_a_token_and_needs_the_right_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peer import api_admin
+
+    stops: list[int] = []
+    monkeypatch.setattr(api_admin, "_stop_self", lambda: stops.append(1))  # instead of SIGTERM to this test
+    async with admin_client("") as off:
+        for method, path in (("GET", "/v1/admin"), ("POST", "/v1/admin/stop")):
+            answer = await off.request(method, path, headers={"authorization": "Bearer anything-at-all-really"})
+            assert answer.status_code == 403 and answer.json()["error"]["code"] == "admin_disabled"
+    async with admin_client("a-token-of-enough-length") as on:
+        for headers in ({}, {"authorization": "Bearer wrong-token-of-enough-length"},
+                        {"authorization": "a-token-of-enough-length"}):
+            answer = await on.post("/v1/admin/stop", headers=headers)
+            assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
+        assert stops == []
+        good = {"authorization": "Bearer a-token-of-enough-length"}
+        assert (await on.get("/v1/admin", headers=good)).json()["actions"] == ["stop"]
+        answer = await on.post("/v1/admin/stop", headers=good)
+        assert answer.status_code == 202 and answer.json()["stopping"] is True and stops == [1]
+
+
+def test_an_admin_token_must_be_long_enough() -> None:
+    from peer.config import ApiSettings
+
+    assert ApiSettings().admin_token == ""
+    assert ApiSettings(admin_token="x" * 16).admin_token == "x" * 16
+    for bad in ("short", "has a space in it here", "tab\tinside-the-token-here"):
+        with pytest.raises(ValueError, match="admin_token"):
+            ApiSettings(admin_token=bad)

@@ -34,8 +34,15 @@
   }
 
   function cells(letters) {
-    return el("span", { class: "cells", "aria-label": `views: ${letters}` },
+    // up to 40 observers get labelled columns; beyond that each cell narrows so 100 fit in a row
+    const narrow = letters.length > 40 ? " narrow" : "";
+    return el("span", { class: `cells${narrow}`, "aria-label": `views: ${letters}` },
       [...letters].map((ch) => el("i", { class: `cell ${ch === "-" ? "self" : ch === "?" ? "" : ch}` })));
+  }
+
+  function counts(c) {
+    const parts = ["alive", "suspect", "dead", "left", "unknown"].filter((s) => c && c[s]).map((s) => `${c[s]} ${s}`);
+    return parts.length ? parts.join(" · ") : "no other peer reports";
   }
 
   function peerRow(r, observers) {
@@ -45,11 +52,13 @@
       el("td", {}, badge(r.verdict), r.process && r.process !== "running" ? [" ", badge(r.process)] : null),
       el("td", {}, el("b", {}, r.name), el("div", { class: "muted mono small", title: r.peer_id || "" }, MP.short(r.peer_id, 16))),
       el("td", { class: "mono small" }, r.address || "–", el("div", { class: "muted" }, r.url || "no API address")),
-      el("td", { class: "small" }, r.version || "–", r.uptime != null ? el("div", { class: "muted" }, `up ${MP.duration(r.uptime)}`) : null),
+      el("td", { class: "small" }, r.version || "–", el("div", { class: "muted" }, r.verdict === "down"
+        ? (r.last_ok ? `last answer ${MP.ago(r.last_ok)}` : "never answered")
+        : r.uptime != null ? `up ${MP.duration(r.uptime)}` : "")),
       el("td", { class: "small" }, share != null ? [el("span", { class: "share" }, el("i", { style: `width:${Math.min(100, share * 100)}%` })), MP.pct(share)] : "–",
         r.ring_share != null ? el("div", { class: "muted" }, `reports ${MP.pct(r.ring_share)}`) : null),
       el("td", { class: "num" }, r.in_flight ?? "–"),
-      el("td", { title: titleCells }, cells(r.views)),
+      el("td", { title: titleCells }, cells(r.views), el("div", { class: "muted small" }, counts(r.counts))),
       el("td", { class: "small" }, r.why, r.error && r.verdict === "down" ? el("div", { class: "muted small" }, r.error) : null,
         (r.contract || []).map((c) => el("div", { class: "no small" }, c))));
   }
