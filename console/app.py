@@ -30,7 +30,7 @@ from starlette.templating import Jinja2Templates
 
 from console import epochs, lookup, views
 from console.certs import Checker
-from console.collector import Collector
+from console.collector import Collector, each
 from console.control import (
     ADMIN_ACTIONS,
     DEVNET_ACTIONS_BY_STATE,
@@ -138,15 +138,7 @@ class Console:
                              "answered": sum(1 for o in summary.owners if o[2] is not None),
                              "owners": len(summary.owners)}
 
-        limiter = trio.CapacityLimiter(8)
-
-        async def limited(address: str) -> None:
-            async with limiter:
-                await read(address)
-
-        async with trio.open_nursery() as nursery:
-            for address in chosen:
-                nursery.start_soon(limited, address)
+        await each(chosen, read)
         return {"rows": [rows[a] for a in chosen], "total": len(known), "page": page, "page_size": views.PAGE_SIZE,
                 "decimals": c.genesis.decimals if c.genesis else 0}
 

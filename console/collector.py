@@ -17,7 +17,9 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 import trio
@@ -45,6 +47,27 @@ log = logging.getLogger("meshpay.console")
 HISTORY_SECONDS = 600.0
 WATCH_SECONDS = 120.0  # accounts stay watched for freezing this long after they were last of interest
 MAX_WATCHED = 50
+T = TypeVar("T")
+
+
+async def each(items: Iterable[T], action: Callable[[T], Awaitable[None]], limit: int = 8) -> None:
+    """`await action(item)` for every item, at most `limit` at once (a slow peer delays only itself)."""
+    limiter = trio.CapacityLimiter(limit)
+
+    async def one(item: T) -> None:
+        async with limiter:
+            await action(item)
+
+    async with trio.open_nursery() as nursery:
+        for item in items:
+            nursery.start_soon(one, item)
+
+
+def owner_state(peer_id: str, view: AccountView | str) -> model.OwnerState:
+    """An owner's answer for the model (a string is why it gave none)."""
+    if isinstance(view, AccountView):
+        return model.OwnerState(peer_id, view.balance, view.next_seq, view.credits, view.pending)
+    return model.OwnerState(peer_id, None, None, None, None)
 
 
 class Changes:
@@ -381,9 +404,7 @@ class Collector:
             except PeerError as exc:
                 results[pid] = str(exc)
 
-        async with trio.open_nursery() as nursery:
-            for pid in owners:
-                nursery.start_soon(ask, pid)
+        await each(owners, ask, limit=len(owners) or 1)
         return [(pid, results[pid]) for pid in owners]
 
     # ---- audit -------------------------------------------------------------------------------------------
@@ -419,15 +440,7 @@ class Collector:
             if state.peer_id is not None:
                 states[state.peer_id] = rows
 
-        limiter = trio.CapacityLimiter(8)
-
-        async def limited(state: PeerState) -> None:
-            async with limiter:
-                await read(state)
-
-        async with trio.open_nursery() as nursery:
-            for state in peers:
-                nursery.start_soon(limited, state)
+        await each(peers, read)
         busy = any(s.status is not None and s.status.busy for s in peers)
         if not states:
             self.audit = AuditState(time.time(), None, busy, [], 0, "; ".join(errors[:3]) or "no peer answered")
@@ -449,21 +462,12 @@ class Collector:
             addresses += [w.address for w in self.source.load().wallets if w.address not in addresses]
 
         async def check(address: str) -> None:
-            views = [model.OwnerState(pid, v.balance, v.next_seq, v.credits, v.pending) if isinstance(v, AccountView)
-                     else model.OwnerState(pid, None, None, None, None) for pid, v in await self.owner_views(address)]
+            views = [owner_state(pid, v) for pid, v in await self.owner_views(address)]
             seq = model.frozen_at(views, self.genesis.quorum) if self.genesis else None
             if seq is None:
                 self.frozen.pop(address, None)
             else:
                 self.frozen[address] = seq
 
-        limiter = trio.CapacityLimiter(8)
-
-        async def limited(address: str) -> None:
-            async with limiter:
-                await check(address)
-
-        async with trio.open_nursery() as nursery:
-            for address in addresses:
-                nursery.start_soon(limited, address)
+        await each(addresses, check)
 

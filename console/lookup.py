@@ -11,11 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import trio
-
 from console import model
 from console.certs import Checker, Verdict
-from console.collector import Collector
+from console.collector import Collector, PeerState, each, owner_state
 from console.peerapi import AccountView, History, OrderDoc, PeerError, Trace
 from crypto.address import decode_address
 from crypto.errors import AddressError
@@ -68,18 +66,14 @@ class PaymentView:
 async def _gather(collector: Collector, payment_id: str) -> tuple[dict[str, Trace], list[str]]:
     traces: dict[str, Trace] = {}
     problems: list[str] = []
-    limiter = trio.CapacityLimiter(16)
 
-    async def ask(url: str, name: str) -> None:
-        async with limiter:
-            try:
-                traces[url] = await collector.api(url).trace(payment_id)
-            except PeerError as exc:
-                problems.append(f"{name}: {exc}")
+    async def ask(state: PeerState) -> None:
+        try:
+            traces[state.url] = await collector.api(state.url).trace(payment_id)
+        except PeerError as exc:
+            problems.append(f"{state.ref.name}: {exc}")
 
-    async with trio.open_nursery() as nursery:
-        for state in collector.reachable():
-            nursery.start_soon(ask, state.url, state.ref.name)
+    await each(collector.reachable(), ask, limit=16)
     return traces, problems
 
 
@@ -167,8 +161,7 @@ async def account(collector: Collector, address: str, *, before: int | None = No
     answers = await collector.owner_views(address)
     rows = [(pid, collector.name_of(pid), v if isinstance(v, AccountView) else None,
              "" if isinstance(v, AccountView) else v) for pid, v in answers]
-    states = [model.OwnerState(pid, v.balance, v.next_seq, v.credits, v.pending) if v else
-              model.OwnerState(pid, None, None, None, None) for pid, _, v, _ in rows]
+    states = [owner_state(pid, v or "") for pid, _, v, _ in rows]
     views = [v for _, _, v, _ in rows if v is not None]
     quorum = collector.genesis.quorum if collector.genesis else 1
     tally: dict[tuple[int, int, int], list[AccountView]] = {}

@@ -22,9 +22,5 @@
 
   render(MP.initial);
   stream = MP.live("accounts", { page }, render);
-  let timer = null;
-  filter.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => { page = 0; stream.update({ page, q: filter.value.trim() }); }, 300);
-  });
+  MP.onTyping(filter, 300, (q) => { page = 0; stream.update({ page, q }); });
 })();

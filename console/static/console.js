@@ -147,6 +147,15 @@ const MP = (() => {
       el("button", { class: "small", disabled: page + 1 >= pages, onclick: () => onPage(page + 1), "aria-label": "next page" }, "next ›"));
   }
 
-  return { initial, el, fill, amount, short, duration, ago, clock, ms, perSecond, bytes, pct, badge, link,
+  // call fn(text) once typing in `input` pauses
+  function onTyping(input, ms, fn) {
+    let timer = null;
+    input.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fn(input.value.trim()), ms);
+    });
+  }
+
+  return { initial, el, fill, onTyping, amount, short, duration, ago, clock, ms, perSecond, bytes, pct, badge, link,
     accountLink, paymentLink, live, confirm, act, toast, pager };
 })();

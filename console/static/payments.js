@@ -28,9 +28,5 @@
 
   render(MP.initial);
   stream = MP.live("feed", { page }, render);
-  let timer = null;
-  filter.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => { page = 0; stream.update({ page, q: filter.value.trim() }); }, 250);
-  });
+  MP.onTyping(filter, 250, (q) => { page = 0; stream.update({ page, q }); });
 })();
