@@ -311,7 +311,8 @@ class Collector:
         state.error = str(exc)
         if state.down_since is None:
             state.down_since = now
-        state.admin = None if state.admin != "off" else "off"
+        if state.admin != "off":
+            state.admin = None  # ask again once it answers: it may come back with another token
 
     def _note(self, state: PeerState, exc: PeerError) -> None:
         if isinstance(exc, ContractError):

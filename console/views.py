@@ -13,7 +13,7 @@ from crypto.errors import AddressError
 PAGE_SIZE = 25
 
 
-def _peer_row(c: Collector, s: PeerState, exact: dict[str, float]) -> dict[str, Any]:
+def _peer_row(s: PeerState, exact: dict[str, float]) -> dict[str, Any]:
     st = s.status
     me = next((m for m in s.members or [] if m.is_self), None)
     return {
@@ -44,7 +44,7 @@ def network(c: Collector) -> dict[str, Any]:
     rows = []
     for r in health.rows:
         state = by_key.get(r.key)
-        row = _peer_row(c, state, exact) if state else {"peer_id": r.key, "name": r.name, "url": None,
+        row = _peer_row(state, exact) if state else {"peer_id": r.key, "name": r.name, "url": None,
                                                         "ring_share_exact": exact.get(r.key)}
         row.update(key=r.key, verdict=r.verdict, views=r.views, counts=r.counts, disagree=r.disagree, why=r.why)
         rows.append(row)

@@ -219,6 +219,14 @@ async def test_every_route_the_console_reads_parses_at_every_peer(net: Net) -> N
                           ("account", {"address": sender}), ("payment", {"id": pid})):
         body = net.api(f"/api/{topic}", **params)
         assert "_nav" in body, topic
+    # the search box: a payment id, an address, or a sender and its sequence number
+    seq = net.api("/api/payment", id=pid)["order"]["seq"]
+    for query, target in ((pid, f"/payments/{pid}"), (sender, f"/accounts/{sender}"),
+                          (f"{sender} {seq}", f"/payments/{pid}"), (f"{sender}:{seq}", f"/payments/{pid}")):
+        found = httpx.get(net.url + "search", params={"q": query}, timeout=30)
+        assert found.status_code == 303 and found.headers["location"] == target, (query, found.status_code)
+    unknown = httpx.get(net.url + "search", params={"q": f"{sender} {seq + 50}"}, timeout=30)
+    assert unknown.status_code == 200 and "reports a payment with sequence number" in unknown.text
     # actions need the console's header, so other web pages cannot trigger them
     refused_action = httpx.post(net.url + "api/control/peer", json={"peer": devnet.peers[0].api, "action": "kill"})
     assert refused_action.status_code == 403

@@ -259,3 +259,25 @@ def test_an_admin_token_must_be_long_enough() -> None:
     for bad in ("short", "has a space in it here", "tab\tinside-the-token-here"):
         with pytest.raises(ValueError, match="admin_token"):
             ApiSettings(admin_token=bad)
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+def test_the_console_command_says_what_is_wrong_with_a_documented_status(tmp_path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from console.cli import EXIT_PORT, EXIT_SOURCE, EXIT_USAGE, app
+
+    def status(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args))
+        return getattr(result.exception, "code", result.exit_code), str(result.exception)
+
+    assert status() == (EXIT_USAGE, "give --devnet DIR or at least one --peer URL")
+    code, message = status("--devnet", str(tmp_path))
+    assert code == EXIT_SOURCE and "no devnet" in message
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code, message = status("--peer", "http://127.0.0.1:9", "--port", str(busy.getsockname()[1]))
+    assert code == EXIT_PORT and "in use" in message
