@@ -368,6 +368,10 @@ def test_a_tampered_certificate_is_shown_invalid(net: Net, page: Any) -> None:
     page.click("#verify-button")
     page.locator("#verdict-box.valid").wait_for()
     shot(page, "verify-valid")
+    page.fill("form.search input", "not-a-payment")
+    page.press("form.search input", "Enter")
+    page.locator("#search-message", has_text="neither a payment id").wait_for()
+    shot(page, "search")
 
 
 def test_pause_and_resume_a_peer_from_the_page(net: Net, page: Any) -> None:
