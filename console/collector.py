@@ -192,6 +192,7 @@ class Collector:
         self.genesis_note = ""
         self._ring_calc: Ring | None = None
         self._nursery: trio.Nursery | None = None
+        self._health: tuple[int, model.Health] | None = None
         if genesis is not None:
             self._set_genesis(genesis, "pinned")
 
@@ -378,6 +379,12 @@ class Collector:
                 if pid.hex() not in seen:
                     out.append(model.Observation(pid.hex(), pid.hex()[:12], None, None))
         return out
+
+    def health(self) -> model.Health:
+        """The matrix and verdicts, computed once per change of the picture (every page asks for it)."""
+        if self._health is None or self._health[0] != self.changes.version:
+            self._health = (self.changes.version, model.health(self.observations()))
+        return self._health[1]
 
     # ---- accounts ----------------------------------------------------------------------------------------
     def watch(self, address: str) -> None:

@@ -31,7 +31,7 @@ def _peer_row(s: PeerState, exact: dict[str, float]) -> dict[str, Any]:
 
 
 def network(c: Collector) -> dict[str, Any]:
-    health = model.health(c.observations())
+    health = c.health()
     exact: dict[str, float] = {}
     ring = None
     if c.ring is not None:
@@ -151,7 +151,7 @@ def known_accounts(c: Collector) -> list[str]:
 # ---- alerts ------------------------------------------------------------------------------------------
 def alerts(c: Collector) -> list[model.Alert]:
     out: list[model.Alert] = []
-    health = model.health(c.observations())
+    health = c.health()
     now = time.time()
     for r in health.rows:
         link = "/network?q=" + r.name
