@@ -32,11 +32,12 @@ def _peer_row(s: PeerState, exact: dict[str, float]) -> dict[str, Any]:
 
 def network(c: Collector) -> dict[str, Any]:
     health = c.health()
+    names = {s.peer_id: s.ref.name for s in c.peers.values() if s.peer_id}
     exact: dict[str, float] = {}
     ring = None
     if c.ring is not None:
         exact = dict(zip(c.ring.committee, c.ring.shares, strict=True))
-        ring = {"names": [c.name_of(pid) for pid in c.ring.committee], "ids": c.ring.committee,
+        ring = {"names": [names.get(pid, pid[:12]) for pid in c.ring.committee], "ids": c.ring.committee,
                 "shares": c.ring.shares, "slices": c.ring.slices, "replication": c.ring.replication}
     by_key = {}
     for s in c.peers.values():
@@ -58,7 +59,7 @@ def network(c: Collector) -> dict[str, Any]:
             "epoch": epochs.network_epoch(statuses), "source": c.source.describe(),
             "verdicts": health.counts(), "disagreements": sum(1 for r in health.rows if r.disagree),
         },
-        "observers": [c.name_of(k) if len(k) == 64 else k for k in health.observers],
+        "observers": [names.get(k, k[:12]) for k in health.observers],
         "rows": rows, "ring": ring,
     }
 
