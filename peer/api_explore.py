@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crypto.address import encode_address
-from crypto.messages import Certificate
+from crypto.messages import Certificate, Order
 from peer.api import Api, ApiError, cert_json, order_json
 from peer.gateway import CERTIFIED, PaymentEvent
 from peer.ring import Ring
@@ -87,7 +87,9 @@ class Explorer:
     def __init__(self, api: Api, keep: int = KEEP_RECENT) -> None:
         self.api = api
         self.node = api.node
-        self._recent: deque[dict[str, Any]] = deque(maxlen=keep)
+        # (cursor, order, event, sides, wall time): rendered only when asked, so the per-payment cost
+        # at a busy peer is one tuple
+        self._recent: deque[tuple[int, Order, str, int, float]] = deque(maxlen=keep)
         self._cursor = 0
         self._ring: tuple[Ring, dict[str, Any]] | None = None
 
@@ -99,11 +101,14 @@ class Explorer:
             self._remember(event.cert, "applied", event.sides)
 
     def _remember(self, cert: Certificate, what: str, sides: int) -> None:
-        order = cert.order
         self._cursor += 1
-        self._recent.append({"cursor": self._cursor, "payment_id": order.id.hex(), "event": what, "sides": sides,
-                             "from": encode_address(order.sender), "to": encode_address(order.recipient),
-                             "amount": order.amount, "seq": order.seq, "at": round(time.time(), 3)})
+        self._recent.append((self._cursor, cert.order, what, sides, time.time()))
+
+    @staticmethod
+    def _item(cursor: int, order: Order, what: str, sides: int, at: float) -> dict[str, Any]:
+        return {"cursor": cursor, "payment_id": order.id.hex(), "event": what, "sides": sides,
+                "from": encode_address(order.sender), "to": encode_address(order.recipient),
+                "amount": order.amount, "seq": order.seq, "at": round(at, 3)}
 
     def routes(self) -> list[Route]:
         wrap = self.api._wrap
@@ -123,10 +128,17 @@ class Explorer:
             raise ApiError(400, "bad_query", "after and limit must be integers") from exc
         if not 1 <= limit <= MAX_PAGE or after < 0:
             raise ApiError(400, "bad_query", f"limit must be in [1, {MAX_PAGE}] and after >= 0")
-        items = [item for item in self._recent if item["cursor"] > after][:limit]
-        oldest = self._recent[0]["cursor"] if self._recent else self._cursor + 1
+        items = [self._item(*entry) for entry in self._newer(after, limit)]
+        oldest = self._recent[0][0] if self._recent else self._cursor + 1
         return JSONResponse({"peer_id": self.node.id.hex(), "cursor": items[-1]["cursor"] if items else max(after, 0),
                              "latest": self._cursor, "oldest": oldest, "items": items})
+
+    def _newer(self, after: int, limit: int) -> list[tuple[int, Order, str, int, float]]:
+        """Entries with a cursor above `after`, oldest first (cursors are consecutive: index, not scan)."""
+        if not self._recent:
+            return []
+        start = max(0, after + 1 - self._recent[0][0])
+        return [self._recent[i] for i in range(start, min(len(self._recent), start + limit))]
 
     async def payment(self, request: Request) -> Response:
         oid = self.api._payment_id(request.path_params["payment_id"])

@@ -281,3 +281,22 @@ def test_the_console_command_says_what_is_wrong_with_a_documented_status(tmp_pat
         busy.listen()
         code, message = status("--peer", "http://127.0.0.1:9", "--port", str(busy.getsockname()[1]))
     assert code == EXIT_PORT and "in use" in message
+
+
+def test_the_recent_feed_pages_by_cursor_and_says_where_its_memory_starts(net) -> None:
+    from types import SimpleNamespace
+
+    from peer.api_explore import Explorer
+    from peer.settlement import CertApplied
+
+    _genesis, _keys, cert = net
+    explorer = Explorer(SimpleNamespace(node=SimpleNamespace()), keep=5)
+    for _ in range(8):
+        explorer.on_event(CertApplied(cert, 3))
+    assert [c for c, *_ in explorer._recent] == [4, 5, 6, 7, 8]  # the oldest three are forgotten
+    assert [c for c, *_ in explorer._newer(0, 3)] == [4, 5, 6]
+    assert [c for c, *_ in explorer._newer(6, 10)] == [7, 8]
+    assert explorer._newer(8, 10) == []
+    item = explorer._item(*explorer._recent[-1])
+    assert item["payment_id"] == cert.id.hex() and item["event"] == "applied" and item["sides"] == 3
+    assert item["from"].startswith("mp1") and item["amount"] == 250
