@@ -92,12 +92,12 @@ def _verdict(reach: bool | None, counts: Counter[str]) -> tuple[str, str]:
     bad = counts["dead"] + counts["suspect"]
     if reach is False:
         if counts["alive"]:
-            return "down", f"the console gets no answer, yet {counts['alive']} of {others} peers see it alive"
-        return "down", "the console gets no answer from its API"
+            return "down", f"no answer from its API, yet {counts['alive']} of {others} peers see it alive"
+        return "down", "no answer from its API"
     if reach is True:
         if bad:
             return "suspect", f"{bad} of {others} peers see it suspect or dead"
-        return "alive", "answers, and every peer that reports sees it alive"
+        return "alive", "answers; seen alive by every peer that reports"
     if not others:
         return "unreachable", "no API address known and no peer reports it"
     top = max(STATES, key=lambda s: (counts[s], -STATES.index(s)))
