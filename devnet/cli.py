@@ -15,7 +15,7 @@ import os
 
 import typer
 
-from devnet.commands import common, epoch, faucet, info, lifecycle, measure
+from devnet.commands import common, console, epoch, faucet, info, lifecycle, measure
 from devnet.layout import PRIVATE_UMASK
 from peer.cli_exit import install_version
 from peer.cli_exit import run as run_cli
@@ -28,6 +28,7 @@ info.register(app)  # status, logs, wallets, env
 faucet.register(app)  # fund
 measure.register(app)  # bench, check
 epoch.register(app)  # add-peer, remove-peer, epoch
+console.register(app)  # console
 
 
 def main() -> None:

@@ -109,6 +109,9 @@ class Api:
             Route("/v1/audit/certificates", self._wrap("audit_certificates", self.audit_certificates)),
             Route("/metrics", self._wrap("metrics", self.metrics_route)),
         ])
+        from peer import api_admin, api_explore  # explorer and admin routes (docs/console.md)
+        api_explore.mount(self)
+        api_admin.mount(self, admin_token)
         self.app.add_exception_handler(404, self._not_found)
         self.app.add_exception_handler(405, self._not_allowed)
         self.app.add_exception_handler(Exception, self._internal)

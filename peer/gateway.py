@@ -80,6 +80,7 @@ class Payment:
     status: str = PENDING
     votes: dict[bytes, Vote] = field(default_factory=dict)  # in the gateway's current epoch
     other_votes: dict[int, dict[bytes, Vote]] = field(default_factory=dict)  # epoch -> voter -> vote
+    vote_at: dict[bytes, float] = field(default_factory=dict)  # when each vote arrived (explorers)
     refused: dict[bytes, tuple[Refuse, str, bytes]] = field(default_factory=dict)
     retry: set[bytes] = field(default_factory=set)  # owners that said "try again later"
     cert: Certificate | None = None
@@ -204,6 +205,7 @@ class Gateway:
             self.out.add(Penalize(src, 10, "invalid vote signature"))
             return
         bucket[src] = vote
+        p.vote_at[src] = now
         p.retry.discard(src)
         if len(bucket) >= quorum:
             chosen = tuple(sorted(bucket.values(), key=lambda v: v.voter)[:quorum])

@@ -49,6 +49,10 @@ class Ring:
                     break
         return tuple(found)
 
+    def points(self) -> list[tuple[int, bytes]]:
+        """The virtual-node points `(64-bit position, peer)` in clockwise order."""
+        return list(zip(self._hashes, self._peers, strict=True))
+
     def owns(self, peer_id: bytes, account: bytes) -> bool:
         return peer_id in self.owners(account)
 

@@ -206,7 +206,10 @@ def up(
     if detach:
         preface()
     else:
-        watch_until_interrupted(devnet, stops_devnet=owner, preface=preface)
+        from devnet.commands.console import alongside
+
+        with alongside(devnet, quiet=json_out):  # the web console, while the view runs
+            watch_until_interrupted(devnet, stops_devnet=owner, preface=preface)
 
 
 def _create(root: Path, peers: int | None, wallets: int | None, replication: int | None, quorum: int | None,
