@@ -88,7 +88,8 @@ class Console:
         if genesis is None:
             return None
         if self._checker is None or self._checker.genesis is not genesis:
-            self._checker = Checker(genesis)
+            chain = self.collector.chain
+            self._checker = Checker(genesis, chain.committee if chain is not None else None)
         return self._checker
 
     # ---- payloads ------------------------------------------------------------------------------------

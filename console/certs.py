@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from crypto.address import encode_address
 from crypto.messages import Certificate
 from peer.genesis import Genesis
-from wallet.verify import VerificationError, checker_for, decode_certificate, verify_certificate
+from wallet.verify import (
+    CommitteeLookup,
+    VerificationError,
+    checker_for,
+    decode_certificate,
+    verify_certificate,
+)
 
 MAX_TEXT = 64 * 1024
 
@@ -45,15 +51,17 @@ class Verdict:
 class Checker:
     """Checks certificates against one genesis (the checker caches certificates that verified)."""
 
-    def __init__(self, genesis: Genesis) -> None:
+    def __init__(self, genesis: Genesis, committees: CommitteeLookup | None = None) -> None:
         self.genesis = genesis
-        self.checker = checker_for(genesis)
+        self.checker = checker_for(genesis, committees)
 
     def check(self, cert: Certificate) -> Verdict:
         order = cert.order
-        owners = set(self.checker.ring.owners(order.sender))
+        epoch = cert.votes[0].epoch if cert.votes else 0
+        committee = self.checker.committee(epoch)
+        owners = set(committee.owners(order.sender)) if committee is not None else set()
         votes = tuple(VoteCheck(v.voter.hex(), v.voter in owners, v.order_id == order.id,
-                                v.signature_valid(self.genesis.network_id)) for v in cert.votes)
+                                v.signature_valid(self.genesis.network_id, order.sig)) for v in cert.votes)
         try:
             verify_certificate(cert, self.genesis, self.checker)
             valid, reason = True, (f"{len(cert.votes)} valid votes of distinct owners of the sender "

@@ -38,10 +38,12 @@ from console.peerapi import (
 )
 from console.sources import PeerRef, Source, normalize
 from crypto.address import decode_address
-from crypto.errors import AddressError
+from crypto.errors import AddressError, MeshpayError
+from peer.epoch_chain import Chain, EpochCertificate
 from peer.genesis import Genesis
 from peer.ring import Ring
 
+CHAIN_INTERVAL = 5.0  # seconds between looks for new epochs
 log = logging.getLogger("meshpay.console")
 
 HISTORY_SECONDS = 600.0
@@ -190,6 +192,10 @@ class Collector:
         self.started = time.time()
         self.genesis: Genesis | None = None
         self.genesis_note = ""
+        # The committees of every epoch, each link checked from the genesis (certificates of any
+        # epoch are verified against it; owners are those of its newest epoch).
+        self.chain: Chain | None = None
+        self._next_chain_check = 0.0
         self._ring_calc: Ring | None = None
         self._nursery: trio.Nursery | None = None
         self._health: tuple[int, model.Health] | None = None
@@ -239,6 +245,29 @@ class Collector:
         self.genesis = genesis
         self.genesis_note = note
         self._ring_calc = Ring(genesis.committee, genesis.replication, genesis.vnodes)
+        self.chain = Chain.from_genesis(genesis)
+        self._next_chain_check = 0.0
+
+    async def _follow_chain(self, api: PeerApi) -> None:
+        """Append the epoch certificates a peer serves beyond our chain (one request every
+        `CHAIN_INTERVAL` seconds at most; a link that does not verify is refused and logged)."""
+        if self.chain is None or time.monotonic() < self._next_chain_check:
+            return
+        self._next_chain_check = time.monotonic() + CHAIN_INTERVAL
+        try:
+            response = await api.http.get(api.url + "/v1/epochs", params={"from": str(self.chain.epoch + 1)},
+                                          timeout=5.0)
+            rows = response.raise_for_status().json()["certificates"]
+            certs = [EpochCertificate.decode(bytes.fromhex(row["cbor"])) for row in rows]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, MeshpayError) as exc:
+            log.info("cannot read the epoch chain from %s: %s", api.url, exc)
+            return
+        try:
+            self.chain.extend_all(certs)
+        except MeshpayError as exc:
+            log.warning("%s serves an epoch chain that does not follow the genesis: %s", api.url, exc)
+            return
+        self._ring_calc = self.chain.current.ring
 
     def owners(self, account: bytes) -> tuple[bytes, ...]:
         return self._ring_calc.owners(account) if self._ring_calc is not None else ()
@@ -277,6 +306,8 @@ class Collector:
         if self.genesis is None:
             await self._fetch_genesis(api, status)
         state.wrong_network = self.genesis is not None and status.network_id != self.genesis.network_id.hex()
+        if not state.wrong_network:
+            await self._follow_chain(api)
         try:
             state.members = await api.members()
             state.members_at = now

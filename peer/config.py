@@ -278,6 +278,20 @@ max_body_bytes = 65536
 # instead of queueing.
 max_waiting = 128
 max_wait_seconds = 60.0
+# Open connections at most. When all are taken, the oldest one that is idle or still sending its
+# request is closed for the newcomer; if every one is being answered, the newcomer gets 503.
+max_connections = 256
+# Seconds from connecting (or the previous response) to a request's complete headers.
+idle_timeout = 15.0
+# Seconds from a request's headers to its complete body (else 408), and for each write of a response.
+body_timeout = 10.0
+send_timeout = 15.0
+# A request line and headers still incomplete past this many bytes are refused (431).
+max_header_bytes = 16384
+# Seconds a query for a payment this peer does not know waits for the other peers' answers.
+lookup_timeout = 1.0
+# Bearer token that opens /v1/audit/* (at least 16 characters); empty keeps them off.
+{audit_line}
 # Bearer token for the operator's actions over HTTP: epoch proposals and approvals, and the admin
 # API (/v1/admin: a graceful stop, used by the web console). Empty keeps them off. Anyone who can
 # read this file can act as this peer's operator (the environment, MESHPAY_API__ADMIN_TOKEN, works too).

@@ -137,7 +137,7 @@ def net() -> tuple[Genesis, list[SigningKey], Certificate]:
     genesis = Genesis("unit", tuple(k.public for k in keys), 4, 3, 16, 2, (Allocation(sender.public, 1000),),
                       b"\x01" * 16).validate()
     order = Order.create(sender, genesis.network_id, recipient.public, 250, 0, "rent")
-    votes = tuple(Vote.create(k, genesis.network_id, order.id) for k in keys[:3])
+    votes = tuple(Vote.create(k, genesis.network_id, order) for k in keys[:3])
     return genesis, keys, Certificate(order, votes)
 
 

@@ -60,7 +60,7 @@ def foundation(quick: bool) -> dict[str, Any]:
     net = os.urandom(32)
     keys = [SigningKey.generate() for _ in range(3)]
     order = Order.create(keys[0], net, os.urandom(32), 12_345, 7, "rent")
-    cert = Certificate(order, tuple(Vote.create(k, net, order.id) for k in keys))
+    cert = Certificate(order, tuple(Vote.create(k, net, order) for k in keys))
     raw = cert.encode()
     return {
         "sign_us": cost.sign_us,
