@@ -26,11 +26,13 @@ class Purpose(enum.Enum):
     """What a signature or hash is for; the tag is part of the signed bytes."""
 
     ORDER = b"meshpay/order/1\x00"
-    VOTE = b"meshpay/vote/1\x00"
+    VOTE = b"meshpay/vote/2\x00"  # 2: binds epoch and the order signature
     PEER_RECORD = b"meshpay/peer-record/1\x00"
     HANDSHAKE = b"meshpay/handshake/1\x00"
     GENESIS = b"meshpay/genesis/1\x00"
     MESSAGE_ID = b"meshpay/message-id/1\x00"
+    EPOCH_CHANGE = b"meshpay/epoch-change/1\x00"
+    EPOCH_APPROVAL = b"meshpay/epoch-approval/1\x00"
 
 
 def signing_bytes(purpose: Purpose, network_id: bytes, body: bytes) -> bytes:

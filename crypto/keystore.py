@@ -10,6 +10,15 @@ AEAD's associated data, so a deliberate edit of the key or parameters is detecte
 Passwords are NFC-normalised, so the same password typed in composed or decomposed Unicode opens
 the file.
 
+The header checksum is unkeyed, so anyone can edit a header and recompute it: the checksum only
+catches accidents. What a hostile file could abuse is the KDF cost, so the parser accepts only the
+scrypt parameters meshpay itself writes: n a power of two from 2^10 to 2^15 (at most ~32 MiB and
+~0.1 s here), r = 8, p = 1; anything else is "damaged or foreign", refused before any KDF work.
+
+Only `KeystoreError` (and its subclasses `CorruptKeystore`, `WrongPassword`, `InsecureKeystore`)
+ever escapes this module for any input: callers such as `wallet list` rely on that to report one
+bad file and carry on with the others.
+
 Files are written atomically with mode 0600 and refused on load when others can read them.
 """
 
@@ -37,7 +46,11 @@ FORMAT_VERSION = 1
 KINDS = ("account", "peer")
 DEFAULT_SCRYPT_N = 1 << 15  # ~32 MiB and ~0.1 s here: a brute-force guess costs the same
 MIN_SCRYPT_N = 1 << 10
-MAX_SCRYPT_N = 1 << 20
+# Nothing meshpay writes costs more than its default; a file asking for more is not ours (a crafted
+# 2^20 took 13 s and ~1 GiB to "unlock", and was then reported as a wrong password).
+MAX_SCRYPT_N = DEFAULT_SCRYPT_N
+FOREIGN = "damaged or foreign keystore"
+_HEX_DIGEST = frozenset("0123456789abcdef")
 MAX_FILE_SIZE = 64 * 1024
 
 
@@ -122,13 +135,16 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise CorruptKeystore(f"keystore file is missing or has a malformed field: {exc}") from exc
     if header != {k: v for k, v in doc.items() if k not in ("ciphertext", "header_sha256")}:
         raise CorruptKeystore("keystore file has unexpected fields")
-    if not isinstance(stored_digest, str) or not hmac.compare_digest(stored_digest, _header_digest(header)):
-        raise CorruptKeystore("keystore header is damaged (its checksum does not match)")
+    # compare_digest raises TypeError on non-ASCII text: check the form first
+    if not isinstance(stored_digest, str) or len(stored_digest) != 64 or not _HEX_DIGEST.issuperset(stored_digest) \
+            or not hmac.compare_digest(stored_digest, _header_digest(header)):
+        raise CorruptKeystore(f"{FOREIGN}: its header checksum does not match")
     if kdf["name"] != "scrypt" or kdf["r"] != 8 or kdf["p"] != 1 or cipher["name"] != "chacha20-poly1305":
-        raise CorruptKeystore("keystore uses an unsupported KDF or cipher")
+        raise CorruptKeystore(f"{FOREIGN}: it uses a KDF or cipher meshpay does not write")
     n = kdf["n"]
     if not isinstance(n, int) or not MIN_SCRYPT_N <= n <= MAX_SCRYPT_N or n & (n - 1):
-        raise CorruptKeystore(f"keystore scrypt cost {n!r} is out of bounds")
+        raise CorruptKeystore(f"{FOREIGN}: scrypt cost n = {str(n)[:20]} is not one meshpay writes "
+                              f"(a power of two from 2^10 to 2^15)")
     if doc["kind"] not in KINDS or not isinstance(doc["name"], str):
         raise CorruptKeystore("keystore kind or name is malformed")
     if len(header["kdf"]["salt"]) != 32 or len(doc["check"]) != 64 or len(cipher["nonce"]) != 24 or len(doc["public_key"]) != 64:

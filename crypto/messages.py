@@ -83,35 +83,47 @@ class Order(Message):
 
 @message(2, max_size=256)
 class Vote(Message):
-    """An owner's signed statement that it locked `(sender, seq)` to this order id."""
+    """An owner's signed statement that, in `epoch`, it locked `(sender, seq)` to this exact order.
+
+    The signed bytes cover the order id, the epoch, the voter and the order's signature bytes (which
+    are not carried in the vote: a vote is only ever checked together with its order). So a vote
+    binds the very signature its owner verified, and a relay that swaps the order's signature in a
+    certificate invalidates every vote in it.
+    """
 
     order_id: Hash
+    epoch: Annotated[int, UInt(0, U63_MAX)]
     voter: Key
     sig: Sig
-    _body: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _signed: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False,
+                                                             compare=False)
 
-    def body(self) -> bytes:
-        body = self._body
-        if body is None:
-            body = _body(self)
-            object.__setattr__(self, "_body", body)
+    def signed_body(self, order_sig: bytes) -> bytes:
+        memo = self._signed
+        if memo is not None and memo[0] == order_sig:
+            return memo[1]
+        body = codec.encode([self.order_id, self.epoch, self.voter, order_sig])
+        object.__setattr__(self, "_signed", (order_sig, body))
         return body
 
-    def signature_valid(self, network: bytes) -> bool:
-        return verify(self.voter, self.sig, Purpose.VOTE, network, self.body())
+    def signature_valid(self, network: bytes, order_sig: bytes) -> bool:
+        """Whether the vote is its voter's signature on this order id, epoch and order signature."""
+        return verify(self.voter, self.sig, Purpose.VOTE, network, self.signed_body(order_sig))
 
     @classmethod
-    def create(cls, key: SigningKey, network: bytes, order_id: bytes) -> Vote:
-        unsigned = cls(order_id, key.public, bytes(SIGNATURE_SIZE))
-        return cls(order_id, key.public, key.sign(Purpose.VOTE, network, unsigned.body()))
+    def create(cls, key: SigningKey, network: bytes, order: Order, epoch: int = 0) -> Vote:
+        unsigned = cls(order.id, epoch, key.public, bytes(SIGNATURE_SIZE))
+        return cls(order.id, epoch, key.public,
+                   key.sign(Purpose.VOTE, network, unsigned.signed_body(order.sig)))
 
 
 @message(3, max_size=16384)
 class Certificate(Message):
     """An order with votes from a quorum of its sender's owners: final once valid.
 
-    Whether the votes are enough (distinct owners, W of them, all on this order) depends on the
-    genesis committee and is checked by `peer.certify`, not here.
+    Whether the votes are enough (W distinct owners of the sender in the votes' epoch, all on this
+    order and its exact signature) depends on that epoch's committee and is checked by
+    `peer.certify`, not here.
     """
 
     order: Annotated[Order, Nested(Order)]

@@ -24,6 +24,7 @@ from rich.table import Table
 from crypto import keystore
 from crypto.errors import KeystoreError, MeshpayError, WrongPassword
 from crypto.keys import SigningKey
+from peer import cli_genesis
 from peer import config as peer_config
 from peer import genesis as genesis_file
 from peer.cli_exit import CliFailure, Exit, error_console, install_version
@@ -277,6 +278,9 @@ def info(peer: PeerOption = None, api: OldApiOption = None,
         counters.add_row(k, str(v))
     out.print(counters)
     out.print(f"ring share {doc['status']['ring_share']:.1%}   queues {doc['status']['queues']}")
+
+
+app.add_typer(cli_genesis.app, name="genesis")
 
 
 def main() -> None:

@@ -102,6 +102,7 @@ class Gateway:
         self.checker = checker
         self.out = out
         self.config = config or GatewayConfig()
+        self.epoch = 0  # the epoch whose votes this gateway gathers
         self.active: dict[bytes, Payment] = {}
         self.done: OrderedDict[bytes, Payment] = OrderedDict()
         self._timers: list[tuple[float, int, bytes]] = []  # (at, timer id, order id)
@@ -149,7 +150,9 @@ class Gateway:
             return
         if src in p.votes:
             return
-        if src != self.me and not vote.signature_valid(self.network_id):
+        if vote.epoch != self.epoch:
+            return  # cast in another epoch: it cannot join this epoch's quorum
+        if src != self.me and not vote.signature_valid(self.network_id, p.order.sig):
             self.out.add(Penalize(src, 10, "invalid vote signature"))
             return
         p.votes[src] = vote

@@ -19,10 +19,10 @@ from crypto.schema import Message
 from gossip.broadcast import Delivered, Verdict
 from gossip.effects import Notify, Outbox, Penalize, Persist, Seen, Send
 from peer.certify import CertificateChecker, CertificateError
+from peer.committee import Committee
 from peer.gateway import Gateway, GatewayConfig, Payment
 from peer.genesis import Genesis
 from peer.ledger import Ledger
-from peer.ring import Ring
 from peer.sync import Sync, SyncConfig
 from peer.voting import decide
 from peer.wire import (
@@ -91,12 +91,14 @@ class Settlement:
         self.genesis = genesis
         self.network_id = genesis.network_id
         self.quorum = genesis.quorum
-        self.ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
+        self.epoch = 0
+        self.committee = Committee.from_genesis(genesis)
+        self.ring = self.committee.ring
         self.store = store
         self.out = Outbox()
         self.rng = rng or random.Random()
         self.ledger = Ledger(store, self.ring, self.me)
-        self.checker = CertificateChecker(self.network_id, self.ring, self.quorum,
+        self.checker = CertificateChecker(self.network_id, self.committee_of,
                                           own_vote=self._own_vote, self_id=self.me)
         self._alive = alive
         self.gateway = Gateway(self.me, self.network_id, self.ring, self.quorum, self.checker, self.out,
@@ -167,7 +169,8 @@ class Settlement:
 
     def _on_vote_request(self, src: bytes, order: Order, now: float) -> None:
         batch = Batch()
-        decision = decide(self.ledger, self.key, self.network_id, order, batch, self._signature_ok)
+        decision = decide(self.ledger, self.key, self.network_id, self.epoch, order, batch,
+                          self._signature_ok)
         if decision.catch_up is not None:
             sender, have, upto = decision.catch_up
             self.sync.need(sender, have, upto, now)
@@ -305,10 +308,17 @@ class Settlement:
     def _is_alive(self, peer: bytes) -> bool:
         return peer == self.me or peer in self._alive()
 
-    def _own_vote(self, sender: bytes, seq: int, order_id: bytes) -> bytes | None:
-        lock = self.ledger.locks.get((sender, seq))
+    def committee_of(self, epoch: int) -> Committee | None:
+        """The committee of `epoch`, if this peer knows it."""
+        return self.committee if epoch == self.committee.epoch else None
+
+    def _own_vote(self, order: Order, epoch: int) -> bytes | None:
+        """The signature of the vote this peer stored for exactly this order in `epoch`, if any."""
+        lock = self.ledger.locks.get((order.sender, order.seq))
         if lock is None:
             return None
         vote = Vote.decode(lock.vote)
-        return vote.sig if vote.order_id == order_id else None
+        if vote.order_id != order.id or vote.epoch != epoch or Order.decode(lock.order).sig != order.sig:
+            return None
+        return vote.sig
 

@@ -38,6 +38,7 @@ def decide(
     ledger: Ledger,
     key: SigningKey,
     network_id: bytes,
+    epoch: int,
     order: Order,
     batch: Batch,
     signature_ok: Callable[[Order], bool],
@@ -75,6 +76,6 @@ def decide(
     if state.balance < order.amount:
         return Decision(refuse=Refuse.INSUFFICIENT_FUNDS,
                         detail=f"balance {max(state.balance, 0)} is below {order.amount}")
-    vote = Vote.create(key, network_id, oid)
+    vote = Vote.create(key, network_id, order, epoch)
     ledger.lock(order.sender, order.seq, order, vote.encode(), batch)
     return Decision(vote=vote)

@@ -5,8 +5,9 @@
 
 It runs the daemon's own classes — `TcpTransport` on 127.0.0.1, `Membership`, `Broadcast` and
 `Runtime` — and talks JSON lines so a test or benchmark can drive several of them as separate OS
-processes. Broadcast payloads must be signed `Vote`s (kind 2); the `validate` hook decodes and
-verifies each one before it is delivered or relayed, so what is measured is signed broadcast.
+processes. Broadcast payloads must be signed `Order`s (kind 1, self-verifying like a certificate);
+the `validate` hook decodes and verifies each one before it is delivered or relayed, so what is
+measured is signed broadcast.
 
 stdout, one JSON object per line:
     {"event":"ready","id":HEX,"port":P,"incarnation":N}
@@ -16,9 +17,9 @@ stdout, one JSON object per line:
     replies to commands: "members", "stats", "deliveries", "flood_done", "error"
 stdin, one JSON object per line:
     {"cmd":"publish","payload_hex":HEX}
-    {"cmd":"vote"}                      sign a fresh Vote with this node's key and publish it
+    {"cmd":"vote"}                      sign a fresh Order with this node's key and publish it
     {"cmd":"flood","count":N,"rate":R,"max_seconds":S}
-                                        publish N fresh signed Votes at R per second (bounded by S)
+                                        publish N fresh signed Orders at R per second (bounded by S)
     {"cmd":"members"} | {"cmd":"stats"}
     {"cmd":"deliveries","clear":BOOL}  every delivery since start (or the last clear): [[id, t, hops], ...]
     {"cmd":"exit"}                      (EOF on stdin also exits)
@@ -43,7 +44,7 @@ import trio
 
 from crypto.errors import DecodeError
 from crypto.keys import SigningKey
-from crypto.messages import Vote
+from crypto.messages import Order
 from gossip.broadcast import Broadcast, BroadcastConfig, Delivered, Verdict
 from gossip.membership import MemberChanged, Membership, MembershipConfig
 from gossip.runtime import Runtime
@@ -58,13 +59,14 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def validate_vote(network_id: bytes) -> Callable[[bytes], Verdict]:
+def validate_signed(network_id: bytes) -> Callable[[bytes], Verdict]:
     def validate(payload: bytes) -> Verdict:
         try:
-            vote = Vote.decode(payload)
+            order = Order.decode(payload)
         except DecodeError:
             return Verdict.REJECT
-        return Verdict.ACCEPT if vote.signature_valid(network_id) else Verdict.REJECT
+        ok = order.network == network_id and order.signature_valid()
+        return Verdict.ACCEPT if ok else Verdict.REJECT
 
     return validate
 
@@ -81,6 +83,7 @@ class StandaloneNode:
         self.deliveries: list[tuple[str, float, int]] = []
         self._vote_counter = 0
         self._nonce = os.urandom(16)
+        self._recipient = SigningKey.from_seed(self._nonce * 2).public
 
     def _config(self) -> MembershipConfig:
         a = self.args
@@ -97,7 +100,7 @@ class StandaloneNode:
                                          incarnation=self.args.incarnation, seeds=seeds,
                                          config=self._config())
             self.broadcast = Broadcast(self.network_id, self.membership.alive, self.key.public,
-                                       validate=validate_vote(self.network_id),
+                                       validate=validate_signed(self.network_id),
                                        config=BroadcastConfig(fanout=self.args.fanout))
             self.runtime = Runtime(self.transport, self.membership, self.broadcast)
             self.runtime.subscribe(self._on_event)
@@ -177,8 +180,9 @@ class StandaloneNode:
 
     def signed_vote(self) -> bytes:
         self._vote_counter += 1
-        order_id = self._nonce + self._vote_counter.to_bytes(16, "big")
-        return Vote.create(self.key, self.network_id, order_id).encode()
+        # A fresh signed message per call (the nonce keeps restarted nodes' payloads distinct).
+        return Order.create(self.key, self.network_id, self._recipient, 1, self._vote_counter,
+                            self._nonce.hex()).encode()
 
     def publish(self, payload: bytes) -> str:
         assert self.broadcast is not None and self.runtime is not None

@@ -204,7 +204,7 @@ def check_certificate(net: Net, cert_json: dict[str, Any], order: Order) -> Cert
     owners = set(net.ring.owners(order.sender))
     assert set(voters) <= owners, "a vote from a peer that does not own the sender"
     for vote in cert.votes:
-        assert vote.order_id == order.id and vote.signature_valid(net.nid)
+        assert vote.order_id == order.id and vote.signature_valid(net.nid, order.sig)
     assert cert_json["votes"] == [{"voter": v.voter.hex(), "sig": v.sig.hex()} for v in cert.votes]
     return cert
 
@@ -480,7 +480,7 @@ def test_bad_bodies_are_400(net: Net, http: httpx.Client, name: str, body: bytes
 
 def test_non_canonical_and_foreign_cbor_orders_are_400(net: Net, http: httpx.Client, parked: Order) -> None:
     variants = _non_canonical_variants(parked)
-    vote = Vote.create(net.key("demo15"), net.nid, parked.id)
+    vote = Vote.create(net.key("demo15"), net.nid, parked)
     variants["a vote, not an order"] = vote.encode()
     variants["a certificate, not an order"] = Certificate(parked, (vote,)).encode()
     for name, raw in variants.items():

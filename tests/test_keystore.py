@@ -6,6 +6,7 @@ default cost is what a caller gets when it does not choose one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -645,3 +646,90 @@ def test_missing_file(tmp_path: Path, relative: str, no_kdf: None) -> None:
         ks.load(path, PASSWORD)
     assert not isinstance(excinfo.value, (WrongPassword, CorruptKeystore, InsecureKeystore))
     assert str(path) in str(excinfo.value)
+
+
+# --------------------------------------------------------------------------- hostile files (issue 10, item 4)
+
+
+def _resum(doc: dict[str, Any]) -> None:
+    """Recompute the (unkeyed) header checksum, as an attacker crafting a file can."""
+    header = {k: v for k, v in doc.items() if k not in ("ciphertext", "header_sha256")}
+    doc["header_sha256"] = ks._header_digest(header)
+
+
+@pytest.mark.parametrize("n", [1 << 16, 1 << 20])
+def test_raised_scrypt_cost_with_recomputed_checksum_is_foreign(sealed: bytes, n: int, no_kdf: None) -> None:
+    # A crafted file asking for 2^20 took 13 s and ~1 GiB, then said "wrong password".
+    def craft(doc: dict[str, Any]) -> None:
+        doc["kdf"]["n"] = n
+        _resum(doc)
+
+    error = assert_corrupt(edit(sealed, craft))
+    assert "damaged or foreign keystore" in str(error)
+
+
+def test_every_cost_meshpay_writes_is_accepted(key: SigningKey, no_kdf: None) -> None:
+    assert ks.MAX_SCRYPT_N == ks.DEFAULT_SCRYPT_N
+    for n in (ks.MIN_SCRYPT_N, 1 << 12, ks.DEFAULT_SCRYPT_N):  # tests, devnets, the wallet
+        assert ks.info(_sealed_header_only(key, n)).public_key == key.public
+
+
+def _sealed_header_only(key: SigningKey, n: int) -> bytes:
+    """A well-formed keystore with cost `n` whose ciphertext is junk: enough for `info` (no KDF)."""
+    header = ks._header("account", "x", key.public, n, b"\x01" * 16, b"\x02" * 32, b"\x03" * 12)
+    return json.dumps({**header, "header_sha256": ks._header_digest(header), "ciphertext": "00" * 48}).encode()
+
+
+@pytest.mark.parametrize("digest", ["é" * 64, "\u0660" * 64, "A" * 64, "ab", "\ud800" + "0" * 63])
+def test_non_ascii_or_malformed_checksum_is_corrupt_not_a_crash(sealed: bytes, digest: str, no_kdf: None) -> None:
+    # compare_digest raised TypeError on non-ASCII text: `wallet list --json` crashed with no JSON.
+    data = edit(sealed, lambda d: d.__setitem__("header_sha256", digest))
+    with pytest.raises(CorruptKeystore):
+        ks.info(data)
+    assert_corrupt(data)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=70),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+_PATHS = st.sampled_from([(f,) for f in ("meshpay_keystore", "kind", "name", "public_key", "kdf", "check", "cipher",
+                                          "header_sha256", "ciphertext", "extra")]
+                         + [("kdf", f) for f in ("name", "n", "r", "p", "salt")]
+                         + [("cipher", f) for f in ("name", "nonce")])
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=_PATHS, value=_JSON_VALUES, resum=st.booleans())
+def test_fuzz_fields_only_documented_errors_escape(sealed: bytes, path: tuple[str, ...], value: Any,
+                                                  resum: bool) -> None:
+    # A short fuzz run in the default suite: any field replaced by any JSON value, with or without
+    # the checksum recomputed. `info` and `unseal` raise KeystoreError subclasses only.
+    def change(doc: dict[str, Any]) -> None:
+        target = doc
+        for part in path[:-1]:
+            if not isinstance(target.get(part), dict):
+                return
+            target = target[part]
+        target[path[-1]] = value
+        if resum:
+            _resum(doc)
+
+    data = edit(sealed, change)
+    for attempt in (lambda: ks.info(data), lambda: ks.unseal(data, PASSWORD)):
+        with contextlib.suppress(KeystoreError):  # anything else fails the test
+            attempt()
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_fuzz_bytes_only_documented_errors_escape(sealed: bytes, data: st.DataObject) -> None:
+    raw = bytearray(sealed)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i:i + 1] = data.draw(st.binary(min_size=0, max_size=3) | st.text(max_size=2).map(str.encode))
+    with contextlib.suppress(KeystoreError):  # anything else fails the test
+        ks.info(bytes(raw))
+        ks.unseal(bytes(raw), PASSWORD)

@@ -75,8 +75,11 @@ def order(amount: int = 10, seq: int = 0, memo: str = "rent", network: bytes = N
     return Order.create(ALICE, network, BOB.public, amount, seq, memo)
 
 
+VOTED = Order.create(SigningKey.from_seed(b"\x07" * 32), NET_A, BOB.public, 5, 0, "voted")
+
+
 def certificate(o: Order, owners: list[SigningKey] = OWNERS, network: bytes = NET_A) -> Certificate:
-    return Certificate(o, tuple(Vote.create(k, network, o.id) for k in owners))
+    return Certificate(o, tuple(Vote.create(k, network, o) for k in owners))
 
 
 def plain_with(msg: Message, index: int, value: Any) -> list[Any]:
@@ -149,7 +152,7 @@ def test_certificate_with_many_votes_round_trips() -> None:
     assert decoded == cert
     assert decoded.id == o.id
     assert decoded.order.signature_valid()
-    assert all(v.signature_valid(NET_A) and v.order_id == o.id for v in decoded.votes)
+    assert all(v.signature_valid(NET_A, o.sig) and v.order_id == o.id for v in decoded.votes)
     assert [v.voter for v in decoded.votes] == [v.voter for v in cert.votes]  # order preserved
     assert decode_any(cert.encode()) == cert
 
@@ -355,7 +358,7 @@ def test_memo_limit_is_in_utf8_bytes() -> None:
 
 def test_certificate_vote_count_bounds() -> None:
     o = order()
-    vote = Vote.create(OWNERS[0], NET_A, o.id)
+    vote = Vote.create(OWNERS[0], NET_A, o)
     with pytest.raises(MessageError):
         Certificate(o, ())
     with pytest.raises(MessageError):
@@ -380,7 +383,7 @@ def test_oversize_input_refused_before_schema(cls: type[Message]) -> None:
 def signed_samples() -> list[Message]:
     return [
         order(amount=123456, seq=7, memo="caf\u00e9 \u2615"),
-        Vote.create(OWNERS[0], NET_A, order().id),
+        Vote.create(OWNERS[0], NET_A, VOTED),
         PeerRecord.create(ALICE, NET_A, "peer-1.example.org", 7000, 7001, 42, roles=3),
     ]
 
@@ -389,11 +392,14 @@ def all_signatures_valid(msg: Message, network: bytes = NET_A) -> bool:
     """Every signature in the message verifies for `network` (and votes are on this order)."""
     if isinstance(msg, Order):
         return msg.network == network and msg.signature_valid()
-    if isinstance(msg, (Vote, PeerRecord)):
+    if isinstance(msg, Vote):
+        return msg.signature_valid(network, VOTED.sig)
+    if isinstance(msg, PeerRecord):
         return msg.signature_valid(network)
     if isinstance(msg, Certificate):
         return (all_signatures_valid(msg.order, network)
-                and all(v.signature_valid(network) and v.order_id == msg.order.id for v in msg.votes))
+                and all(v.signature_valid(network, msg.order.sig) and v.order_id == msg.order.id
+                        for v in msg.votes))
     raise TypeError(type(msg).__name__)
 
 
@@ -431,7 +437,7 @@ def signed_message(draw: st.DrawFn) -> Message:
         o = draw(messages(Order))
         return Order.create(key, NET_A, o.recipient, o.amount, o.seq, o.memo)
     if which == "vote":
-        return Vote.create(key, NET_A, draw(st.binary(min_size=32, max_size=32)))
+        return Vote.create(key, NET_A, VOTED, draw(st.integers(0, 2**63 - 1)))
     p = draw(messages(PeerRecord))
     return PeerRecord.create(key, NET_A, p.host, p.port, p.api_port, p.incarnation, p.roles)
 
@@ -505,26 +511,38 @@ def test_order_with_signature_of_another_purpose_fails() -> None:
 
 def test_vote_and_peer_record_bound_to_network_and_purpose() -> None:
     o = order()
-    vote = Vote.create(OWNERS[0], NET_A, o.id)
-    assert vote.signature_valid(NET_A)
-    assert not vote.signature_valid(NET_B)
-    assert not dataclasses.replace(vote, sig=OWNERS[0].sign(Purpose.ORDER, NET_A, vote.body())
-                                   ).signature_valid(NET_A)
+    vote = Vote.create(OWNERS[0], NET_A, o)
+    assert vote.signature_valid(NET_A, o.sig)
+    assert not vote.signature_valid(NET_B, o.sig)
+    assert not dataclasses.replace(vote, sig=OWNERS[0].sign(Purpose.ORDER, NET_A, vote.signed_body(o.sig))
+                                   ).signature_valid(NET_A, o.sig)
     record = PeerRecord.create(ALICE, NET_A, "10.0.0.1", 9000, 0, 1)
     assert record.signature_valid(NET_A)
     assert not record.signature_valid(NET_B)
     assert not dataclasses.replace(record, sig=ALICE.sign(Purpose.HANDSHAKE, NET_A, record.body())
                                    ).signature_valid(NET_A)
     # A vote signature cannot be lifted onto an order or a peer record even when bodies match.
-    assert not verify(OWNERS[0].public, vote.sig, Purpose.PEER_RECORD, NET_A, vote.body())
+    assert not verify(OWNERS[0].public, vote.sig, Purpose.PEER_RECORD, NET_A, vote.signed_body(o.sig))
+
+
+def test_vote_binds_the_order_signature_and_the_epoch() -> None:
+    o = order()
+    vote = Vote.create(OWNERS[0], NET_A, o, 3)
+    assert vote.epoch == 3 and vote.signature_valid(NET_A, o.sig)
+    # The same order id with any other signature bytes (zeros, a flipped bit) is not what was voted.
+    flipped = bytes([o.sig[0] ^ 1]) + o.sig[1:]
+    assert not vote.signature_valid(NET_A, bytes(64))
+    assert not vote.signature_valid(NET_A, flipped)
+    # The epoch is signed: moving a vote to another epoch breaks it.
+    assert not dataclasses.replace(vote, epoch=4).signature_valid(NET_A, o.sig)
 
 
 def test_signature_from_another_key_fails() -> None:
     o = order()
     stolen = dataclasses.replace(o, sig=BOB.sign(Purpose.ORDER, NET_A, o.body()))
     assert not stolen.signature_valid()
-    vote = Vote.create(OWNERS[0], NET_A, o.id)
-    assert not dataclasses.replace(vote, voter=OWNERS[1].public).signature_valid(NET_A)
+    vote = Vote.create(OWNERS[0], NET_A, o)
+    assert not dataclasses.replace(vote, voter=OWNERS[1].public).signature_valid(NET_A, o.sig)
 
 
 def test_verify_returns_false_on_malformed_keys_and_signatures() -> None:

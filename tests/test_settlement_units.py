@@ -32,6 +32,7 @@ from peer.certify import (
     VoterNotOwner,
     WrongNetworkCertificate,
 )
+from peer.committee import Committee
 from peer.gateway import CERTIFIED, FAILED, PENDING, SETTLED, Gateway, GatewayConfig, PaymentEvent
 from peer.genesis import Allocation, Genesis
 from peer.ledger import Ledger
@@ -41,6 +42,7 @@ from peer.voting import Decision, decide
 from peer.wire import SIDE_CREDIT, SIDE_DEBIT, CertDelivery, Refusal, Refuse, VoteReply, VoteRequest
 from store import layout
 from store.db import Batch, Store
+from wallet.verify import VerificationError, verify_certificate
 
 BALANCE = 1_000
 # Building a message with bad fields locally is refused too; the error class for that is being split
@@ -80,7 +82,7 @@ class World:
         return next(k for k in self.committee if k.public == peer_id)
 
     def vote(self, voter: bytes, order: Order) -> Vote:
-        return Vote.create(self.peer(voter), self.network_id, order.id)
+        return Vote.create(self.peer(voter), self.network_id, order)
 
     def cert(self, order: Order, voters: tuple[bytes, ...] | None = None) -> Certificate:
         """A valid certificate: votes from the first W owners of the sender (or from `voters`)."""
@@ -178,7 +180,7 @@ class SignatureProbe:
 def run_decide(ledger: Ledger, order: Order) -> tuple[Decision, Batch, SignatureProbe]:
     batch = Batch()
     probe = SignatureProbe()
-    decision = decide(ledger, WORLD.me, WORLD.network_id, order, batch, probe)
+    decision = decide(ledger, WORLD.me, WORLD.network_id, 0, order, batch, probe)
     return decision, batch, probe
 
 
@@ -209,7 +211,7 @@ def test_valid_order_gets_a_vote_and_a_lock(ledger: Ledger, world: World) -> Non
     assert decision.refuse is None and decision.vote is not None
     vote = decision.vote
     assert vote.voter == world.me.public and vote.order_id == order.id
-    assert vote.signature_valid(world.network_id)
+    assert vote.signature_valid(world.network_id, order.sig)
     assert probe.calls == [order.id]  # the signature was checked exactly once
     assert batch.ops == [(layout.lock_key(order.sender, 0),
                           layout.Lock(order.encode(), vote.encode()).encode())]
@@ -410,6 +412,34 @@ def test_vote_leaves_only_after_its_lock_is_written_and_refusals_reach_the_wire(
     assert [(e.dst, e.msg) for e in again.then] == [(gw, VoteReply(vote))]
 
 
+def test_certificate_with_a_swapped_order_signature_is_refused_everywhere(
+        store: Store, world: World) -> None:
+    # Issue 10.1: a relay gathered real votes, replaced the order's signature (zeros, or another
+    # valid-looking value) and delivered it. The votes bind the exact signature bytes, so every
+    # checker refuses it, the owner applies nothing, and the wallet's offline check refuses it too.
+    service = Settlement(world.me, world.genesis, store, alive=lambda: [])
+    service.start(0.0)
+    for effect in service.out.drain():
+        if isinstance(effect, Persist):
+            store.write(effect.batch, sync=False)
+    order = world.order(world.foreign[0], world.mine[0], 25, 0)
+    genuine = world.cert(order)
+    for sig in (bytes(64), bytes([order.sig[0] ^ 1]) + order.sig[1:]):
+        tampered = Certificate(dataclasses.replace(order, sig=sig), genuine.votes)
+        assert tampered.id == genuine.id  # the payment id does not cover the signature...
+        with pytest.raises(BadVoteSignature):  # ...but the votes do
+            service.handle(world.committee[-1].public, CertDelivery(tampered), 1.0)
+        assert not [e for e in service.out.drain() if isinstance(e, (Persist, Send))]
+        assert service.ledger.applied(order.id) == 0
+        assert service.ledger.account(world.mine[0].public).balance == BALANCE
+        with pytest.raises(VerificationError):
+            verify_certificate(tampered, world.genesis)
+    # A checker that verified the genuine certificate does not let the tampered one ride its cache.
+    service.checker.check(genuine)
+    with pytest.raises(BadVoteSignature):
+        service.checker.check(Certificate(dataclasses.replace(order, sig=bytes(64)), genuine.votes))
+
+
 # ---- bounds: orders that cannot even exist ------------------------------------------------------
 
 
@@ -453,8 +483,12 @@ def test_amount_of_the_wrong_type_cannot_be_decoded(world: World, amount: object
 # ---- CertificateChecker --------------------------------------------------------------------------
 
 
+def committee_of(world: World):
+    return {0: Committee.from_genesis(world.genesis)}.get
+
+
 def checker(world: World, **kwargs: object) -> CertificateChecker:
-    return CertificateChecker(world.network_id, world.ring, QUORUM, **kwargs)  # type: ignore[arg-type]
+    return CertificateChecker(world.network_id, committee_of(world), **kwargs)  # type: ignore[arg-type]
 
 
 def test_valid_certificate_passes(world: World) -> None:
@@ -498,7 +532,7 @@ def test_vote_from_key_outside_the_committee(world: World) -> None:
     order = world.order(world.mine[0], world.foreign[0])
     owners = world.ring.owners(order.sender)
     votes = (*(world.vote(o, order) for o in owners[:2]),
-             Vote.create(world.outsider, world.network_id, order.id))
+             Vote.create(world.outsider, world.network_id, order))
     with pytest.raises(VoterNotOwner):
         checker(world).check(Certificate(order, votes))
 
@@ -521,7 +555,7 @@ def test_forged_vote_signature(world: World) -> None:
         checker(world).check(forged)
     # A real signature of that owner, but on the vote for another network, is forged here too.
     other_net = hashlib.sha256(b"elsewhere").digest()
-    replayed = Vote.create(world.peer(cert.votes[1].voter), other_net, order.id)
+    replayed = Vote.create(world.peer(cert.votes[1].voter), other_net, order)
     with pytest.raises(BadVoteSignature):
         checker(world).check(Certificate(order, (cert.votes[0], replayed, cert.votes[2])))
 
@@ -529,7 +563,7 @@ def test_forged_vote_signature(world: World) -> None:
 def test_wrong_network_certificate(world: World) -> None:
     other_net = hashlib.sha256(b"elsewhere").digest()
     order = world.order(world.mine[0], world.foreign[0], network=other_net)
-    votes = tuple(Vote.create(world.peer(o), other_net, order.id)
+    votes = tuple(Vote.create(world.peer(o), other_net, order)
                   for o in world.ring.owners(order.sender)[:QUORUM])
     with pytest.raises(WrongNetworkCertificate):
         checker(world).check(Certificate(order, votes))
@@ -572,15 +606,15 @@ def test_own_vote_shortcut(world: World) -> None:
     voters = (world.me.public, *(o for o in owners if o != world.me.public))[:QUORUM]
     cert = world.cert(order, voters)
     mine = next(v for v in cert.votes if v.voter == world.me.public)
-    asked: list[tuple[bytes, int, bytes]] = []
+    asked: list[tuple[bytes, int]] = []
 
-    def own_vote(sender: bytes, seq: int, order_id: bytes) -> bytes | None:
-        asked.append((sender, seq, order_id))
+    def own_vote(voted: Order, epoch: int) -> bytes | None:
+        asked.append((voted.id, epoch))
         return mine.sig
 
     c = checker(world, own_vote=own_vote, self_id=world.me.public)
     c.check(cert)
-    assert asked == [(order.sender, order.seq, order.id)]
+    assert asked == [(order.id, 0)]
     assert c.signature_checks == QUORUM - 1, "our own stored vote must not be verified again"
 
     # A "vote" claiming to be ours that differs from what we stored is verified, and fails.
@@ -746,7 +780,7 @@ def gateway(world: World, config: GatewayConfig | None = None) -> GatewayRig:
     # takes the own-vote path by accident.
     out = Outbox()
     me = world.committee[-1].public
-    chk = CertificateChecker(world.network_id, world.ring, QUORUM, self_id=me)
+    chk = CertificateChecker(world.network_id, committee_of(world), self_id=me)
     return GatewayRig(Gateway(me, world.network_id, world.ring, QUORUM, chk, out, config), out, world)
 
 

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crypto import keystore
 from crypto.address import encode_address as addr_of
+from crypto.keys import SigningKey
 from crypto.messages import Certificate
 from devnet import layout
 from devnet.layout import Devnet
 from tests.wallet_support import (
+    REPO,
     LyingProxy,
+    demo_env,
     kill,
     restart,
     running_devnet,
@@ -42,8 +49,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 @pytest.fixture
 def env(net: Devnet) -> dict[str, str]:
     """The devnet's demo wallets, through peer0, with the devnet password."""
-    return {"MESHPAY_WALLET_DIR": str(net.wallet_dir()), "MESHPAY_PEER": net.peers[0].api,
-            "MESHPAY_WALLET_PASSWORD_FILE": str(net.password_file)}
+    return demo_env(net)
 
 
 def addr(net: Devnet, i: int) -> str:
@@ -120,10 +126,16 @@ def test_export_import_round_trip_and_wrong_passwords(tmp_path: Path) -> None:
     assert imported.code == 0, imported
     assert imported.json() == {"name": "erin2", "address": address, "key_file": str(other / "erin2.key")}
     assert wallet("address", "--wallet-dir", other).out.strip() == address
-    # The keystore's own name is the default; importing a name twice is refused.
-    assert wallet("import", out, "--wallet-dir", other, "--password-file", new_pw).code == 0
-    assert (other / "erin.key").exists()
-    twice = wallet("import", out, "--wallet-dir", other, "--password-file", new_pw)
+    # The same key under another name is refused, naming the account that holds it (issue 15.12).
+    again = wallet("import", out, "--wallet-dir", other, "--password-file", new_pw, "--json")
+    assert again.code == cli.EXIT_USAGE, again
+    assert "already in the wallet as account 'erin2'" in again.err and again.json()["error"]["account"] == "erin2"
+    assert not (other / "erin.key").exists()
+    # The keystore's own name is the default; a name already taken (by another key) is refused.
+    assert wallet("new", "erin", "--wallet-dir", other, "--password-file", pw).code == 0
+    stranger = tmp_path / "stranger.key"
+    keystore.save(stranger, SigningKey.generate(), "first", name="erin", scrypt_n=keystore.MIN_SCRYPT_N)
+    twice = wallet("import", stranger, "--wallet-dir", other, "--password-file", pw)
     assert twice.code == cli.EXIT_USAGE and "already exists" in twice.err
     garbage = tmp_path / "garbage.key"
     garbage.write_text("{}")
@@ -294,21 +306,6 @@ def test_owners_disagreeing_is_reported(net: Devnet, env: dict[str, str]) -> Non
     assert "owners disagree" in result.err and "1000500.00" in result.err
 
 
-def test_forged_certificate_is_not_reported_certified(net: Devnet, env: dict[str, str]) -> None:
-    with LyingProxy(net.peers[1].api, forge=True) as liar:
-        result = wallet("send", "-a", "demo4", "--to", addr(net, 1), "--amount", "2", "--peer", liar.url,
-                        "--json", env=env)
-    assert result.code == cli.EXIT_INVALID, result
-    assert "not counting it as certified" in result.err and "invalid signature" in result.err
-    error = result.json()["error"]
-    assert error["kind"] == "verification_failed" and "status" not in result.json()
-    # The payment itself is real: an honest peer proves it, and the wallet then records it.
-    pid = error["payment_id"]
-    shown = wallet("show", pid, "-a", "demo4", "--json", env=env)
-    assert shown.code == 0 and shown.json()["verified"] is True
-    assert wallet("send", "-a", "demo4", "--to", addr(net, 2), "--amount", "1", env=env).code == 0
-
-
 def test_sequence_recovered_after_lost_state_and_from_a_second_device(net: Devnet, env: dict[str, str],
                                                                         tmp_path: Path) -> None:
     first = wallet("send", "-a", "demo5", "--to", addr(net, 1), "--amount", "1", "--json", env=env)
@@ -416,3 +413,105 @@ def test_subprocess_exit_status_and_streams(net: Devnet, env: dict[str, str]) ->
     result = wallet_proc("send", "-a", "demo0", "--to", typo(addr(net, 1)), "--amount", "1", "--json", env=env)
     assert result.code == cli.EXIT_ADDRESS
     assert result.err.startswith("error: ") and json.loads(result.out)["error"]["exit_status"] == cli.EXIT_ADDRESS
+
+
+# ---- issue 15 ------------------------------------------------------------------------------------
+def test_recipient_by_account_name_with_environment_only(net: Devnet, env: dict[str, str]) -> None:
+    """Item 5: `wallet send -a demo0 --to demo1 --amount 12.50` with MESHPAY_WALLET_DIR,
+    MESHPAY_WALLET_PASSWORD_FILE and MESHPAY_PEER set, as a real process."""
+    sent = wallet_proc("send", "-a", "demo0", "--to", "demo1", "--amount", "12.50", "--json", env=env)
+    assert sent.code == 0, sent
+    assert sent.json()["to"] == addr(net, 1) and sent.json()["to_name"] == "demo1"
+    unknown = wallet("send", "-a", "demo0", "--to", "nobody", "--amount", "1", env=env)
+    assert unknown.code == cli.EXIT_ADDRESS and "not the name of an account" in unknown.err
+
+
+def test_show_asks_the_network_first(net: Devnet, env: dict[str, str]) -> None:
+    """Item 9: the sender's own settled payment is shown settled, not `certified` from the receipt."""
+    sent = wallet("send", "-a", "demo3", "--to", addr(net, 2), "--amount", "0.50", "--wait", "settled", "--json",
+                  env=env)
+    assert sent.code == 0, sent
+    shown = wallet("show", sent.json()["payment_id"], "-a", "demo3", "--json", env=env)
+    assert shown.code == 0, shown
+    assert shown.json()["status"] == "settled" and shown.json()["source"].startswith("http"), shown.json()
+
+
+def test_verify_checks_every_readable_field(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    """Item 10: `amount_text` edited to 9999.99 (or any field the format lacks) makes it invalid."""
+    sent = wallet("send", "-a", "demo3", "--to", addr(net, 2), "--amount", "1.25", "--json", env=env)
+    assert sent.code == 0, sent
+    receipt = tmp_path / "r.json"
+    assert wallet("receipt", sent.json()["payment_id"], "-o", receipt, "-a", "demo3", env=env).code == 0
+    doc = json.loads(receipt.read_text())
+    for name, edited in [("amount_text", {**doc, "order": {**doc["order"], "amount_text": "9999.99"}}),
+                         ("note", {**doc, "order": {**doc["order"], "note": "paid in full"}}),
+                         ("extra", {**doc, "extra": "x"}),
+                         ("seq", {**doc, "order": {**doc["order"], "seq": True if doc["order"]["seq"] == 1 else 1}})]:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(edited))
+        result = wallet("verify", path, "--genesis", net.genesis_path)
+        assert result.code == cli.EXIT_INVALID, (name, result)
+    assert wallet("verify", receipt, "--genesis", net.genesis_path).code == 0
+
+
+def test_recreated_network_mismatch_offers_the_fix(net: Devnet, env: dict[str, str], tmp_path: Path) -> None:
+    """Item 8: a wallet pinned to another network's genesis says both networks' names and ids and
+    how to trust the new one; `wallet network trust` does it."""
+    home = tmp_path / "w"
+    shutil.copytree(net.wallet_dir(), home)
+    other = layout.create(tmp_path / "other", peers=4, wallets=0)
+    shutil.copy(other.genesis_path, home / "genesis.json")  # pinned to the "old" devnet
+    mine = {**env, "MESHPAY_WALLET_DIR": str(home)}
+    refused = wallet("balance", "-a", "demo0", "--json", env=mine)
+    assert refused.code == cli.EXIT_NETWORK, refused
+    for text in (net.network_id[:16], other.network_id[:16], "wallet network trust --genesis"):
+        assert text in refused.err, refused.err
+    trusted = wallet("network", "trust", "--genesis", net.genesis_path, "--json", env=mine)
+    assert trusted.code == 0, trusted
+    assert trusted.json()["network_id"] == net.network_id and trusted.json()["previous"]["network_id"] == other.network_id
+    assert wallet("balance", "-a", "demo0", env=mine).code == 0
+    shutil.copy(other.genesis_path, home / "genesis.json")
+    assert wallet("network", "trust", "--from-peer", env=mine).code == 0
+    assert wallet("network", "show", "--json", env=mine).json()["network_id"] == net.network_id
+
+
+def test_peer_pointed_at_a_p2p_port(net: Devnet, env: dict[str, str]) -> None:
+    """Item 13: the P2P port is named as such, with that peer's API; the hint never names the
+    peer the user passed."""
+    assert wallet("balance", "-a", "demo0", env=env).code == 0  # learns the peers
+    p2p = f"http://127.0.0.1:{net.peers[1].port}"
+    result = wallet("balance", "-a", "demo0", "--peer", p2p, "--json", env=env)
+    assert result.code == cli.EXIT_UNREACHABLE, result
+    assert "not an HTTP API port" in result.err and "P2P port" in result.err
+    assert result.json()["error"]["suggestion"] == net.peers[1].api
+    # The remembered list holds the very peer the user passed, spelled differently: never suggested.
+    (net.wallet_dir() / "peers.json").write_text(json.dumps({"peers": ["http://127.0.0.1:9", net.peers[2].api]}))
+    same = wallet("balance", "-a", "demo0", "--peer", "http://localhost:9/", "--json", env=env)
+    assert same.code == cli.EXIT_UNREACHABLE, same
+    assert same.json()["error"]["suggestion"] == net.peers[2].api, same
+
+
+def test_sign_prints_the_order_for_curl(net: Devnet, env: dict[str, str]) -> None:
+    """Item 16: `wallet sign` prints a POST /v1/payments body; posting it with plain HTTP pays, and
+    the wallet's pending order is that very order (a repeated send completes it, not a new one)."""
+    signed = wallet("sign", "-a", "demo4", "--to", "demo5", "--amount", "2.00", "--json", env=env)
+    assert signed.code == 0, signed
+    doc = signed.json()
+    assert doc["status"] == "signed" and doc["request"]["order"] == doc["order_cbor"] and "curl -s -X POST" in doc["curl"]
+    posted = httpx.post(f"{net.peers[0].api}/v1/payments", json=doc["request"], timeout=40)
+    assert posted.status_code == 200 and posted.json()["payment_id"] == doc["payment_id"], posted.text
+    again = wallet("send", "-a", "demo4", "--to", "demo5", "--amount", "2.00", "--json", env=env)
+    assert again.code == 0 and again.json()["payment_id"] == doc["payment_id"] and again.json()["resubmitted"]
+    dry = wallet("send", "-a", "demo4", "--to", "demo5", "--amount", "3", "--dry-run", "--json", env=env)
+    assert dry.code == 0 and dry.json()["status"] == "signed" and dry.json()["seq"] == doc["seq"] + 1
+
+
+def test_python_client_example_in_the_docs_runs(net: Devnet, env: dict[str, str]) -> None:
+    """Item 16: docs/wallet.md's scripting example, run as is in a fresh interpreter."""
+    text = (REPO / "docs" / "wallet.md").read_text()
+    block = text.split("<!-- example: python-client -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MESHPAY_")}
+    full.update(env, RECIPIENT=addr(net, 5))
+    done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=full, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("demo0: ") and "settled" in done.stdout.splitlines()[-1], done.stdout

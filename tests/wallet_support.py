@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
-from crypto.messages import Certificate, Vote
+from crypto.messages import Certificate, Order, Vote
 from devnet import layout, processes
 from devnet.layout import Devnet, PeerEntry
 from wallet import cli
@@ -117,6 +118,12 @@ def running_devnet(root: Path, *, peers: int = 4, wallets: int = 4) -> Iterator[
         stop_all(devnet)
 
 
+def demo_env(devnet: Devnet, peer: int = 0) -> dict[str, str]:
+    """The environment that points the wallet at a devnet's demo wallets, through one peer."""
+    return {"MESHPAY_WALLET_DIR": str(devnet.wallet_dir()), "MESHPAY_PEER": devnet.peers[peer].api,
+            "MESHPAY_WALLET_PASSWORD_FILE": str(devnet.password_file)}
+
+
 def kill(devnet: Devnet, entry: PeerEntry) -> None:
     """SIGKILL a peer and wait until it is gone."""
     assert entry.pid is not None and processes.signal_peer(devnet, entry, signal.SIGKILL), f"{entry.name} was not running"
@@ -166,7 +173,7 @@ def tamper_vote(cert: Certificate, index: int = 0, byte: int = 10) -> Certificat
     sig = bytearray(vote.sig)
     sig[byte] ^= 0x01
     votes = list(cert.votes)
-    votes[index] = Vote(vote.order_id, vote.voter, bytes(sig))
+    votes[index] = Vote(vote.order_id, vote.epoch, vote.voter, bytes(sig))
     return Certificate(cert.order, tuple(votes))
 
 
@@ -174,12 +181,22 @@ def tamper_vote(cert: Certificate, index: int = 0, byte: int = 10) -> Certificat
 class LyingProxy:
     """An HTTP proxy in front of one real peer that alters its answers:
     `inflate` adds to the balance it reports for accounts; `forge` corrupts the certificates it
-    returns for payments. Everything else is passed through unchanged."""
+    returns for payments (one vote signature), `zero_sig` replaces their order signature with zeros;
+    `drop` passes a payment on to the peer, then closes the connection without answering; `fail`
+    passes it on, then answers this `(http status, code)` error instead of the peer's answer;
+    `apis` maps real API URLs to others in every answer (to point the wallet at more proxies).
+    Everything else is passed through unchanged."""
 
-    def __init__(self, upstream: str, *, inflate: int = 0, forge: bool = False) -> None:
+    def __init__(self, upstream: str, *, inflate: int = 0, forge: bool = False, zero_sig: bool = False,
+                 drop: bool = False, fail: tuple[int, str] | None = None, apis: dict[str, str] | None = None) -> None:
         self.upstream = upstream
         self.inflate = inflate
         self.forge = forge
+        self.zero_sig = zero_sig
+        self.drop = drop
+        self.fail = fail
+        self.apis = apis if apis is not None else {}
+        self.submitted: list[str] = []  # payment ids passed on to the peer
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -190,8 +207,18 @@ class LyingProxy:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0)) if method == "POST" else None
                 upstream = httpx.request(method, proxy.upstream + self.path, content=body, timeout=70.0,
                                          headers={"content-type": "application/json"} if body else None)
-                data = proxy.alter(self.path, upstream.content)
-                self.send_response(upstream.status_code)
+                status, data = upstream.status_code, proxy.alter(self.path, upstream.content)
+                if method == "POST" and self.path.startswith("/v1/payments"):
+                    proxy.submitted.append(str(upstream.json().get("payment_id")))
+                    if proxy.drop:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    if proxy.fail is not None:
+                        status, code = proxy.fail
+                        data = json.dumps({"error": {"code": code, "message": "refused (a lie)", "status": "failed",
+                                                     "payment_id": upstream.json().get("payment_id")}}).encode()
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -214,11 +241,19 @@ class LyingProxy:
             return data
         if self.inflate and path.startswith("/v1/accounts/") and "/history" not in path and "balance" in doc:
             doc["balance"] += self.inflate
-        if self.forge and path.startswith("/v1/payments") and isinstance(doc.get("certificate"), dict):
-            cert = tamper_vote(Certificate.decode(bytes.fromhex(doc["certificate"]["cbor"])))
+        if (self.forge or self.zero_sig) and path.startswith("/v1/payments") and isinstance(doc.get("certificate"), dict):
+            cert = Certificate.decode(bytes.fromhex(doc["certificate"]["cbor"]))
+            if self.forge:
+                cert = tamper_vote(cert)
+            if self.zero_sig:
+                o = cert.order
+                cert = Certificate(Order(o.network, o.sender, o.recipient, o.amount, o.seq, o.memo, bytes(64)), cert.votes)
             doc["certificate"] = {"cbor": cert.encode().hex(),
                                   "votes": [{"voter": v.voter.hex(), "sig": v.sig.hex()} for v in cert.votes]}
-        return json.dumps(doc).encode()
+        text = json.dumps(doc)
+        for real, fake in self.apis.items():
+            text = text.replace(json.dumps(real), json.dumps(fake))
+        return text.encode()
 
     def __enter__(self) -> LyingProxy:
         self.thread.start()
@@ -227,3 +262,16 @@ class LyingProxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def lying_network(devnet: Devnet, **lies: Any) -> Iterator[list[LyingProxy]]:
+    """A LyingProxy in front of every peer, each answer pointing at the proxies instead of the
+    peers: a wallet on proxies[0] sees the whole network only through liars."""
+    proxies = [LyingProxy(p.api, **lies) for p in devnet.peers]
+    apis = {p.api: proxy.url for p, proxy in zip(devnet.peers, proxies, strict=True)}
+    with contextlib.ExitStack() as stack:
+        for proxy in proxies:
+            proxy.apis = apis
+            stack.enter_context(proxy)
+        yield proxies

@@ -34,8 +34,10 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,13 +56,22 @@ from wallet.client import (
     DEFAULT_PEER,
     BadAnswer,
     ClientError,
+    OutOfTime,
     PeerClient,
     PeerUnreachable,
     Refused,
     Timeout,
 )
 from wallet.home import ENV_DIR, WalletFileError, WalletHome, default_dir
-from wallet.payments import Account, ConflictingPending, Found, InsufficientFunds, Network, Outcome
+from wallet.payments import (
+    Account,
+    AccountFrozen,
+    ConflictingPending,
+    Found,
+    InsufficientFunds,
+    Network,
+    Outcome,
+)
 from wallet.verify import (
     UnverifiedPayment,
     VerificationError,
@@ -76,7 +87,9 @@ ENV_NEW_PASSWORD = "MESHPAY_WALLET_NEW_PASSWORD"
 MAX_TIMEOUT = 3600.0
 
 app = typer.Typer(help="Move money on a meshpay network: keys, balances, payments, receipts.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True)
+network_app = typer.Typer(help="The network this wallet trusts (its pinned genesis).", no_args_is_help=True)
+app.add_typer(network_app, name="network")
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -114,6 +127,25 @@ AccountName = Annotated[str | None, typer.Option("--account", "-a", envvar="MESH
                                                  help="Account (keystore) name [default: the only one]")]
 PasswordFile = Annotated[Path | None, typer.Option("--password-file", envvar="MESHPAY_WALLET_PASSWORD_FILE",
                                                    help=f"Read the password from this file [or {ENV_PASSWORD}]")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"wallet (meshpay) {_package_version()}", markup=False)
+        raise typer.Exit(0)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("meshpay")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit")] = False) -> None:
+    """Move money on a meshpay network: keys, balances, payments, receipts."""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -171,10 +203,14 @@ def _local_genesis(home: WalletHome, genesis_path: Path | None) -> Genesis | Non
 
 
 @contextmanager
-def _connect(home: WalletHome, peer: str, genesis: Genesis | None) -> Iterator[tuple[Genesis, PeerClient]]:
+def _connect(home: WalletHome, peer: str, genesis: Genesis | None, pinned: bool = False, *,
+             deadline: float | None = None) -> Iterator[tuple[Genesis, PeerClient]]:
     """A client for `peer`, after checking it serves the wallet's network (pinning its genesis if the
-    wallet has none yet), and refreshing the list of peers used to suggest another one."""
+    wallet has none yet), and refreshing the list of peers used to suggest another one. `pinned`:
+    the genesis is the wallet's pinned one (a mismatch then offers `wallet network trust`);
+    `deadline` (time.monotonic()) bounds everything the client does from here on."""
     with PeerClient(peer, known_peers=home.known_peers()) as client:
+        client.deadline = deadline
         status = client.status()
         if genesis is None:
             genesis = client.genesis()
@@ -185,13 +221,44 @@ def _connect(home: WalletHome, peer: str, genesis: Genesis | None) -> Iterator[t
                       f"from {client.url} in {home.genesis_path}; this wallet now trusts that network only",
                       markup=False)
         if status.get("network_id") != genesis.network_id.hex():
-            raise NetworkMismatch(f"peer {client.url} serves network {str(status.get('network_id'))[:16]}… "
-                                  f"({status.get('network')}), but the wallet's genesis is network "
-                                  f"{genesis.network_id.hex()[:16]}… ({genesis.name}); refusing to use it")
+            raise NetworkMismatch(_mismatch(home, client.url, status, genesis, pinned))
         rows = client.peers()
         alive = [r["api"] for r in rows if isinstance(r, dict) and r.get("api") and r.get("state") == "alive"]
         home.remember_peers([client.url, *[a for a in alive if a.rstrip("/") != client.url]])
         yield genesis, client
+
+
+def _mismatch(home: WalletHome, url: str, status: dict[str, Any], genesis: Genesis, pinned: bool) -> str:
+    theirs = f"network {status.get('network')!r} (id {str(status.get('network_id'))[:16]}…)"
+    ours = f"network {genesis.name!r} (id {genesis.network_id.hex()[:16]}…)"
+    text = f"peer {url} serves {theirs}, but this wallet trusts {ours}"
+    if not pinned:
+        return text + " from --genesis / MESHPAY_GENESIS; refusing to use it"
+    return (text + f", pinned in {home.genesis_path}; refusing to use it. If that network was recreated "
+            f"(a new devnet), trust the new one with: wallet network trust --genesis NEW_GENESIS.json "
+            f"--wallet-dir {home.root} (or `wallet network trust --from-peer --peer {url}` to take the peer's)")
+
+
+def _genesis_for(home: WalletHome, genesis_path: Path | None) -> tuple[Genesis | None, bool]:
+    """The genesis a command trusts, and whether it is the wallet's pinned one."""
+    if genesis_path is not None:
+        return genesis_file.load(genesis_path), False
+    return home.pinned_genesis(), True
+
+
+def _recipient(home: WalletHome, to: str) -> tuple[bytes, str | None]:
+    """`--to` as an address, or as the name of an account in this wallet (its address then)."""
+    text = to.strip()
+    try:
+        return decode_address(text), None
+    except AddressError as exc:
+        if text in home.names():
+            try:
+                return home.info(text).public_key, text
+            except (KeystoreError, WalletFileError) as damaged:
+                raise Fail(f"--to {text!r} names an account of this wallet whose keystore is unusable: {damaged}",
+                           EXIT_USAGE, "usage") from damaged
+        raise AddressError(f"{exc} (and {text!r} is not the name of an account in {home.root})") from exc
 
 
 def _account_address(home: WalletHome, name: str | None) -> tuple[str, str]:
@@ -258,9 +325,11 @@ def list_accounts(wallet_dir: WalletDir = None, json_out: JsonOut = False) -> No
             rows.append({"name": name, "address": encode_address(home.info(name).public_key),
                          "key_file": str(home.key_path(name))})
         except (KeystoreError, WalletFileError) as exc:
-            rows.append({"name": name, "address": None, "key_file": str(home.key_path(name)), "problem": str(exc)})
+            # one bad file is reported, never lets the listing of the others fail
+            rows.append({"name": name, "address": None, "key_file": str(home.key_path(name)), "damaged": True,
+                         "problem": str(exc)})
     width = max((len(r["name"]) for r in rows), default=4)
-    lines = [f"{r['name']:<{width}}  {r['address'] or '(unusable: ' + r['problem'] + ')'}" for r in rows]
+    lines = [f"{r['name']:<{width}}  {r['address'] or '(damaged, unusable: ' + r['problem'] + ')'}" for r in rows]
     _emit({"wallet_dir": str(home.root), "accounts": rows}, lines or [f"no accounts in {home.root}"])
 
 
@@ -290,6 +359,11 @@ def import_key(file: Annotated[Path, typer.Argument(help="An encrypted account k
         raise Fail(f"{file} holds a {found.kind} key, not an account key", EXIT_USAGE, "usage")
     chosen = name or found.name or file.stem
     home.check_name(chosen)
+    already = home.holding(found.public_key)
+    if already is not None:
+        raise Fail(f"this key is already in the wallet as account {already!r} (address "
+                   f"{encode_address(found.public_key)}); not importing it again as {chosen!r}", EXIT_USAGE, "usage",
+                   account=already, address=encode_address(found.public_key))
     if home.key_path(chosen).exists():
         raise Fail(f"an account named {chosen!r} already exists in {home.root}; pass --name", EXIT_USAGE, "usage")
     keystore.unseal(data, read_password(password_file, what=f"the keystore {file.name}"))  # proves it is usable
@@ -334,10 +408,12 @@ def balance(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
     home = _home(wallet_dir)
     target = address_arg.strip() if address_arg else _account_address(home, account)[1]
     raw = decode_address(target)
-    with _connect(home, peer, _local_genesis(home, genesis)) as (gen, client):
-        reading = Network(gen, client).read(raw)
+    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client):
+        network = Network(gen, client)
+        reading = network.read(raw)
     view, agree = reading.agreed()
     assert view is not None
+    stuck = network.frozen(reading, view.next_seq)
     dec = gen.decimals
     views = [{"peer_id": v.peer_id.hex(), "api": v.url, "balance": v.balance,
               "balance_text": format_amount(v.balance, dec), "next_seq": v.next_seq, "credits": v.credits}
@@ -346,7 +422,11 @@ def balance(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
     doc = {"address": target, "balance": view.balance, "balance_text": format_amount(view.balance, dec),
            "next_seq": view.next_seq, "owners": len(reading.owners), "answered": len(reading.answered),
            "agree": agree, "confirmed": reading.confirmed, "consistent": reading.consistent,
-           "views": views, "errors": errors}
+           "views": views, "errors": errors,
+           "frozen": None if stuck is None else {"seq": stuck.seq, "locks": stuck.locks, "reason": stuck.reason}}
+    if stuck is not None:
+        _warn(f"account {target} is FROZEN at sequence number {stuck.seq}: {stuck.reason}; its money cannot "
+              "move until an epoch change")
     if not reading.consistent:
         differing = [v for v in reading.answered if v.summary() != view.summary()]
         if differing:
@@ -359,21 +439,47 @@ def balance(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
             _warn(f"only {agree} of {len(reading.owners)} owners agree (a quorum is {gen.quorum}): "
                   "this balance is not confirmed")
     _emit(doc, [f"{format_amount(view.balance, dec)}  ({target}; {agree} of {len(reading.owners)} owners agree"
-                f"{'' if reading.confirmed else ', NOT confirmed'}; next seq {view.next_seq})"])
+                f"{'' if reading.confirmed else ', NOT confirmed'}; next seq {view.next_seq}"
+                f"{'; FROZEN at seq ' + str(stuck.seq) if stuck else ''})"])
+
+
+ToOption = Annotated[str, typer.Option("--to", help="Recipient: an address, or the name of an account of this wallet")]
+AmountOption = Annotated[str, typer.Option("--amount", help="Amount in units, e.g. 12.50")]
+MemoOption = Annotated[str, typer.Option(help=f"Text for the recipient (≤ {MAX_MEMO_BYTES} bytes)")]
+WaitOption = Annotated[Wait, typer.Option(help="Wait until the payment is certified or settled")]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds the whole command may take, owner reads included")]
 
 
 @app.command()
-def send(to: Annotated[str, typer.Option("--to", help="Recipient address")],
-         amount: Annotated[str, typer.Option("--amount", help="Amount in units, e.g. 12.50")],
-         memo: Annotated[str, typer.Option(help=f"Text for the recipient (≤ {MAX_MEMO_BYTES} bytes)")] = "",
-         wait: Annotated[Wait, typer.Option(help="Wait until the payment is certified or settled")] = Wait.certified,
-         timeout: Annotated[float, typer.Option(help="Seconds to wait")] = 30.0,
+def send(to: ToOption, amount: AmountOption, memo: MemoOption = "", wait: WaitOption = Wait.certified,
+         timeout: TimeoutOption = 30.0,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="Sign and print the order; do not submit it "
+                                                                "(it is kept as this account's pending order)")] = False,
          account: AccountName = None, password_file: PasswordFile = None, peer: PeerUrl = DEFAULT_PEER,
          genesis: GenesisPath = None, wallet_dir: WalletDir = None, json_out: JsonOut = False) -> None:
     """Pay someone. Safe to repeat: the same request re-submits the same signed order."""
     _mode(json_out)
+    _pay(to, amount, memo, wait, timeout, not dry_run, account, password_file, peer, genesis, wallet_dir)
+
+
+@app.command()
+def sign(to: ToOption, amount: AmountOption, memo: MemoOption = "", wait: WaitOption = Wait.certified,
+         timeout: TimeoutOption = 30.0, account: AccountName = None, password_file: PasswordFile = None,
+         peer: PeerUrl = DEFAULT_PEER, genesis: GenesisPath = None, wallet_dir: WalletDir = None,
+         json_out: JsonOut = False) -> None:
+    """Sign a payment and print its POST /v1/payments request, without submitting it.
+
+    Same as `send --dry-run`. The order is kept as pending: submit it with curl, or with the same
+    `wallet send`, which re-submits those exact bytes."""
+    _mode(json_out)
+    _pay(to, amount, memo, wait, timeout, False, account, password_file, peer, genesis, wallet_dir)
+
+
+def _pay(to: str, amount: str, memo: str, wait: Wait, timeout: float, submit: bool, account: str | None,
+         password_file: Path | None, peer: str, genesis: Path | None, wallet_dir: Path | None) -> None:
+    started = time.monotonic()  # --timeout counts from here, not from the first request
     home = _home(wallet_dir)
-    recipient = decode_address(to)
+    recipient, to_name = _recipient(home, to)
     if len(memo.encode("utf-8")) > MAX_MEMO_BYTES:
         raise Fail(f"the memo is {len(memo.encode())} bytes; at most {MAX_MEMO_BYTES} are allowed", EXIT_USAGE, "usage")
     if not 0 < timeout <= MAX_TIMEOUT:
@@ -381,32 +487,45 @@ def send(to: Annotated[str, typer.Option("--to", help="Recipient address")],
     name, sender = _account_address(home, account)
     if decode_address(sender) == recipient:
         raise AddressError(f"{to} is the address of account {name!r} itself; a payment needs another recipient")
-    local = _local_genesis(home, genesis)
+    local, pinned = _genesis_for(home, genesis)
     minor = parse_amount(amount, local.decimals) if local is not None else None  # refuse before any network
-    with _connect(home, peer, local) as (gen, client):
+    with _connect(home, peer, local, pinned=pinned, deadline=started + timeout) as (gen, client):
         if minor is None:
             minor = parse_amount(amount, gen.decimals)
         outcome = Account(home, gen, client, sender).send(
-            recipient, minor, memo, wait=wait.value, timeout=timeout, unlock=_unlocker(home, name, password_file))
-    _report_send(gen, outcome, client.url)
+            recipient, minor, memo, wait=wait.value, timeout=timeout, unlock=_unlocker(home, name, password_file),
+            submit=submit)
+    _report_send(gen, outcome, client.url, to_name, wait.value, timeout)
 
 
-def _report_send(gen: Genesis, outcome: Outcome, gateway: str) -> None:
+def _report_send(gen: Genesis, outcome: Outcome, gateway: str, to_name: str | None, wait: str, timeout: float) -> None:
     for note in outcome.notes:
         err.print(f"note: {note}", markup=False)
     order = outcome.order
-    doc = _payment_doc(gen, outcome.status, outcome.cert, order, resubmitted=outcome.resubmitted,
-                       gateway=gateway, notes=outcome.notes)
+    pid = order.id.hex()
+    extra: dict[str, Any] = {"resubmitted": outcome.resubmitted, "gateway": gateway, "notes": outcome.notes,
+                             "earlier": outcome.earlier, "to_name": to_name}
+    if outcome.applied_by:
+        extra["applied_by"] = outcome.applied_by
     amount_text = format_amount(order.amount, gen.decimals)
-    if outcome.status == "pending":
-        lines = [f"submitted payment {order.id.hex()} ({amount_text} to {encode_address(order.recipient)}, seq "
-                 f"{order.seq}); not waiting: check it with `wallet show {order.id.hex()}`"]
-    else:
-        assert outcome.cert is not None
-        lines = [f"{outcome.status}: payment {order.id.hex()}",
-                 f"  {amount_text} to {encode_address(order.recipient)} (seq {order.seq})",
+    to_text = encode_address(order.recipient) + (f" ({to_name})" if to_name else "")
+    if outcome.status == "signed":
+        body = {"order": order.encode().hex(), "wait": wait, "timeout": min(timeout, 60.0)}
+        extra.update(order_cbor=body["order"], request=body,
+                     curl=f"curl -s -X POST {gateway}/v1/payments -H 'content-type: application/json' "
+                          f"-d '{json.dumps(body)}'")
+        lines = [f"signed (not submitted): payment {pid} ({amount_text} to {to_text}, seq {order.seq})",
+                 "  kept as this account's pending order; submit it with:", f"  {extra['curl']}"]
+    elif outcome.status == "pending":
+        lines = [f"submitted payment {pid} ({amount_text} to {to_text}, seq "
+                 f"{order.seq}); not waiting: check it with `wallet show {pid}`"]
+    elif outcome.cert is not None:
+        lines = [f"{outcome.status}: payment {pid}", f"  {amount_text} to {to_text} (seq {order.seq})",
                  f"  certificate verified: {len(outcome.cert.votes)} votes of the genesis committee"]
-    _emit(doc, lines)
+    else:
+        lines = [f"{outcome.status}: payment {pid}", f"  {amount_text} to {to_text} (seq {order.seq})",
+                 f"  applied by {outcome.applied_by} of the sender's owners (no certificate could be verified yet)"]
+    _emit(_payment_doc(gen, outcome.status, outcome.cert, order, **extra), lines)
 
 
 @app.command()
@@ -420,7 +539,7 @@ def history(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
     home = _home(wallet_dir)
     target = address_arg.strip() if address_arg else _account_address(home, account)[1]
     raw = decode_address(target)
-    with _connect(home, peer, _local_genesis(home, genesis)) as (gen, client):
+    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client):
         reading = Network(gen, client).read(raw)
         urls = [v.url for v in sorted(reading.answered, key=lambda v: (-v.history_length, v.url))]
         source, answer = client.history(target, urls, limit)
@@ -449,16 +568,13 @@ def history(address_arg: Annotated[str | None, typer.Argument(metavar="[ADDRESS]
 
 
 def _lookup(home: WalletHome, gen: Genesis, client: PeerClient, pid: str, account: str | None) -> tuple[Found, Account | None]:
-    """Find a payment: the local receipt, else the peers (the chosen one, a local pending order's
-    gateway, the owners of this wallet's account, then the owners of the payment's sender)."""
+    """Find a payment: the network first (the chosen peer, a local pending order's gateway, the
+    owners of this wallet's account, then the owners of the payment's sender), so a settled payment
+    is shown settled; the local receipt only when no peer proves it."""
     acct = None
     names = home.names()
     if account is not None or len(names) == 1:
         acct = Account(home, gen, client, _account_address(home, account)[1])
-    local = home.certificate(bytes.fromhex(pid))
-    if local is not None:
-        verify_certificate(local, gen)  # a local copy is re-checked too: it is only a cache
-        return Found("certified", local, None, str(home.receipt_path(bytes.fromhex(pid)))), acct
     also = []
     if acct is not None:
         state = home.load_state(gen.network_id, acct.address)
@@ -471,6 +587,10 @@ def _lookup(home: WalletHome, gen: Genesis, client: PeerClient, pid: str, accoun
         if isinstance(sender, str):
             with contextlib.suppress(AddressError):  # no valid sender named: keep what we have
                 found = finder.find(pid, [found.source or client.url], decode_address(sender))
+    local = home.certificate(bytes.fromhex(pid)) if found.cert is None else None
+    if local is not None:
+        verify_certificate(local, gen)  # a local copy is re-checked too: it is only a cache
+        found = Found("certified", local, None, str(home.receipt_path(bytes.fromhex(pid))), found.problems)
     if found.cert is not None and acct is not None:
         acct.record_if_ours(found.cert)
     return found, acct
@@ -484,9 +604,16 @@ def show(payment_id: Annotated[str, typer.Argument(help="The payment id (64 hex 
     _mode(json_out)
     pid = _payment_id(payment_id)
     home = _home(wallet_dir)
-    with _connect(home, peer, _local_genesis(home, genesis)) as (gen, client):
+    with _connect(home, peer, *_genesis_for(home, genesis)) as (gen, client):
         found, acct = _lookup(home, gen, client, pid, account)
         pending = home.load_state(gen.network_id, acct.address).pending if acct is not None else None
+        res = None
+        if found.cert is None and pending is not None and pending.payment_id == pid and acct is not None:
+            # this wallet's own pending order: what the sender's owners applied decides, not a gateway
+            order = pending.decode()
+            res, _ = acct.outcome(order, acct.read(order.sender), [pending.gateway])
+            if res.kind == "final":
+                acct.record_paid(order)
     for problem in found.problems:
         _warn(problem)
     if found.cert is not None:
@@ -502,12 +629,16 @@ def show(payment_id: Annotated[str, typer.Argument(help="The payment id (64 hex 
             lines.append(f"  applied by {applied.get('debit')} sender owners, {applied.get('credit')} recipient owners")
         _emit(doc, lines)
         return
-    if pending is not None and pending.payment_id == pid:
+    if pending is not None and res is not None:
         order = pending.decode()
         status = found.status if found.doc is not None else "unknown"
+        if res.kind == "final":
+            status = "certified"
         doc = _payment_doc(gen, status, None, order, source=found.source, local_pending=True,
-                           code=(found.doc or {}).get("code"), detail=(found.doc or {}).get("detail"))
-        _emit(doc, [f"{status} (not final): payment {pid}, signed by this wallet",
+                           code=(found.doc or {}).get("code"), detail=(found.doc or {}).get("detail"),
+                           outcome=res.kind, reason=res.reason, applied_by=res.applied_by)
+        _emit(doc, [f"{status} ({'final: ' + res.reason if res.kind == 'final' else 'not final'}): payment "
+                    f"{pid}, signed by this wallet; owners: {res.kind} ({res.reason})",
                     f"  {format_amount(order.amount, gen.decimals)} to {pending.to} (seq {order.seq}); "
                     "repeat the same send to re-submit it"])
         return
@@ -529,13 +660,13 @@ def receipt(payment_id: Annotated[str, typer.Argument(help="The payment id")],
     _mode(json_out)
     pid = _payment_id(payment_id)
     home = _home(wallet_dir)
-    gen = _local_genesis(home, genesis)
+    gen, pinned = _genesis_for(home, genesis)
     local = home.certificate(bytes.fromhex(pid)) if gen is not None else None
     if local is not None and gen is not None:
         verify_certificate(local, gen)
         cert = local
     else:
-        with _connect(home, peer, gen) as (gen, client):
+        with _connect(home, peer, gen, pinned) as (gen, client):
             found, _ = _lookup(home, gen, client, pid, account)
         if found.cert is None:
             raise Refused(client.url, 409, "not_final", f"payment {pid} is {found.status}, not certified: no "
@@ -565,6 +696,53 @@ def verify(file: Annotated[Path, typer.Argument(help="A receipt (or a binary cer
                 f"  {len(cert.votes)} valid votes from owners of the sender (quorum {gen.quorum})"])
 
 
+# ---- the trusted network ----------------------------------------------------------------------------
+@network_app.command("show")
+def network_show(wallet_dir: WalletDir = None, json_out: JsonOut = False) -> None:
+    """The network this wallet trusts (its pinned genesis)."""
+    _mode(json_out)
+    home = _home(wallet_dir)
+    gen = home.pinned_genesis()
+    if gen is None:
+        raise Fail(f"no genesis is pinned in {home.root} yet (the first networked command pins its peer's)",
+                   EXIT_USAGE, "usage")
+    _emit({"network": gen.name, "network_id": gen.network_id.hex(), "genesis": str(home.genesis_path)},
+          [f"network {gen.name!r} (id {gen.network_id.hex()}), pinned in {home.genesis_path}"])
+
+
+@network_app.command("trust")
+def network_trust(genesis: Annotated[Path | None, typer.Option("--genesis", help="The genesis file to trust")] = None,
+                  from_peer: Annotated[bool, typer.Option("--from-peer", help="Trust the genesis --peer serves "
+                                                          "(check its id with the network's operator)")] = False,
+                  peer: PeerUrl = DEFAULT_PEER, wallet_dir: WalletDir = None, json_out: JsonOut = False) -> None:
+    """Pin another network's genesis (after a devnet was recreated, say). Account state is kept per
+    network, so nothing of the old network is carried over; keys stay as they are."""
+    _mode(json_out)
+    if (genesis is None) == (not from_peer):
+        raise Fail("give exactly one of --genesis FILE and --from-peer", EXIT_USAGE, "usage")
+    home = _home(wallet_dir)
+    try:
+        old = home.pinned_genesis()
+    except GenesisError as exc:  # a damaged pin is what this command replaces
+        _warn(f"the pinned genesis was unreadable: {exc}")
+        old = None
+    if genesis is not None:
+        new = genesis_file.load(genesis)
+    else:
+        with PeerClient(peer, known_peers=home.known_peers()) as client:
+            status = client.status()
+            new = client.genesis()
+            if new.network_id.hex() != status.get("network_id"):
+                raise BadAnswer(client.url, "its genesis does not hash to the network id it reports")
+    home.pin_genesis(new)
+    before = None if old is None else {"network": old.name, "network_id": old.network_id.hex()}
+    lines = [f"now trusting network {new.name!r} (id {new.network_id.hex()})"]
+    if old is not None and old.network_id != new.network_id:
+        lines.append(f"  instead of network {old.name!r} (id {old.network_id.hex()})")
+    _emit({"network": new.name, "network_id": new.network_id.hex(), "previous": before,
+           "genesis": str(home.genesis_path)}, lines)
+
+
 # ---- exit codes -------------------------------------------------------------------------------------
 def classify(exc: BaseException) -> Fail | None:
     """The exit status, kind and extra fields for an exception (None: not one we expected)."""
@@ -572,8 +750,10 @@ def classify(exc: BaseException) -> Fail | None:
         return exc
     table: list[tuple[type[BaseException], int, str]] = [
         (AddressError, EXIT_ADDRESS, "bad_address"), (AmountError, EXIT_AMOUNT, "bad_amount"),
-        (InsufficientFunds, EXIT_FUNDS, "insufficient_funds"), (ConflictingPending, EXIT_PENDING, "conflicting_pending"),
+        (InsufficientFunds, EXIT_FUNDS, "insufficient_funds"), (AccountFrozen, EXIT_PENDING, "account_frozen"),
+        (ConflictingPending, EXIT_PENDING, "conflicting_pending"),
         (PeerUnreachable, EXIT_UNREACHABLE, "peer_unreachable"), (Timeout, EXIT_TIMEOUT, "timeout"),
+        (OutOfTime, EXIT_TIMEOUT, "timeout"),
         (WrongPassword, EXIT_PASSWORD, "wrong_password"), (VerificationError, EXIT_INVALID, "verification_failed"),
         (NetworkMismatch, EXIT_NETWORK, "network_mismatch"), (Refused, EXIT_REFUSED, "refused"),
         (ClientError, EXIT_REFUSED, "peer_error"), (GenesisError, EXIT_USAGE, "usage"),
@@ -588,7 +768,8 @@ def classify(exc: BaseException) -> Fail | None:
 def _extra(exc: BaseException) -> dict[str, Any]:
     """Fields a script needs to act on an error (--json)."""
     extra: dict[str, Any] = {}
-    if isinstance(exc, (ConflictingPending, Timeout, UnverifiedPayment)):
+    if isinstance(exc, (ConflictingPending, Timeout, UnverifiedPayment)) or \
+            (isinstance(exc, OutOfTime) and exc.payment_id is not None):
         extra["payment_id"] = exc.payment_id
     if isinstance(exc, PeerUnreachable):
         extra.update(url=exc.url, suggestion=exc.suggestion)
@@ -618,6 +799,9 @@ def run(argv: list[str] | None = None) -> int:
         if message:  # (no message: `wallet` alone, which has printed the help already)
             err.print(f"error: {message}", markup=False)
             err.print("try 'wallet --help' or 'wallet COMMAND --help'", markup=False)
+            if "--json" in (argv if argv is not None else sys.argv[1:]):  # the parser never saw the flag
+                sys.stdout.write(json.dumps({"error": {"kind": "usage", "exit_status": EXIT_USAGE,
+                                                       "message": message}}) + "\n")
         return EXIT_USAGE
     except Exception as exc:
         fail = classify(exc)

@@ -14,11 +14,19 @@ Errors are typed and carry what the user needs next:
   complete, and the id is how to check it later.
 - `Conflict(locked_id)` — another order holds the sender's sequence number at the owners.
 - `Refused(code)` — any other error answer, with the API's stable `code`.
-- `BadAnswer` — the peer answered something that is not the API (a bug or a hostile peer).
+- `BadAnswer` — the peer answered something that is not the API (a bug or a hostile peer);
+  `NotHttp` when it does not speak HTTP at all (a peer's P2P port, most likely).
+- `OutOfTime` — the caller's overall deadline (`PeerClient.deadline`, set from `send --timeout`)
+  passed before the peers answered.
+
+A deadline bounds *every* request of a client once set: each one waits at most the time left, so
+`wallet send --timeout 10` returns within about 10 s whatever the peers do.
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +35,7 @@ from typing import Any
 import httpx
 
 from crypto.errors import MeshpayError
-from crypto.messages import Order
+from crypto.messages import Hello, Order
 from peer import genesis as genesis_file
 from peer.genesis import Genesis
 
@@ -88,9 +96,68 @@ class BadAnswer(ClientError):
         super().__init__(f"peer {url} gave an answer the wallet cannot use: {what}")
 
 
+class NotHttp(PeerUnreachable):
+    """The address answers, but not in HTTP: most likely a peer's P2P port, not its API port."""
+
+    def __init__(self, url: str, reason: str, suggestion: str | None) -> None:
+        super().__init__(url, reason, suggestion, lead="is not an HTTP API port")
+
+
+class OutOfTime(ClientError):
+    """The overall deadline passed before the peers answered (`payment_id`: the order, if signed)."""
+
+    def __init__(self, what: str, payment_id: str | None = None) -> None:
+        self.payment_id = payment_id
+        text = f"out of time: {what}"
+        if payment_id is not None:
+            text += f"; payment {payment_id} may still complete: check it with `wallet show {payment_id}`"
+        super().__init__(text)
+
+
 def normalize(url: str) -> str:
     url = url.strip().rstrip("/")
     return url if "://" in url else "http://" + url
+
+
+def same_peer(a: str, b: str) -> bool:
+    """Whether two API URLs name the same listener (`localhost` and `127.0.0.1` alike, case, default port)."""
+    def key(url: str) -> tuple[str, str, int | None]:
+        parsed = httpx.URL(normalize(url))
+        host = parsed.host.lower()
+        host = "127.0.0.1" if host in ("localhost", "::1", "ip6-localhost") else host
+        return parsed.scheme, host, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+    try:
+        return key(a) == key(b)
+    except (httpx.InvalidURL, ValueError):
+        return normalize(a) == normalize(b)
+
+
+def probe_p2p(url: str, timeout: float = 1.0) -> Hello | None:
+    """The meshpay handshake Hello a P2P port sends first, if `url` is one (else None).
+
+    Only used to explain a non-HTTP answer: a peer's P2P port speaks length-prefixed CBOR frames."""
+    try:
+        parsed = httpx.URL(normalize(url))
+        with socket.create_connection((parsed.host, parsed.port or 80), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            data = b""
+            while len(data) < 4 + 256:
+                chunk = sock.recv(4 + 256 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+                    break
+    except (OSError, httpx.InvalidURL, ValueError):
+        return None
+    size = int.from_bytes(data[:4], "big") if len(data) >= 4 else 0
+    if not 0 < size <= 256 or len(data) < 4 + size:
+        return None
+    try:
+        return Hello.decode(data[4:4 + size])
+    except (MeshpayError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -176,6 +243,7 @@ class PeerClient:
         self.known_peers = [normalize(u) for u in known_peers or []]
         self.timeout = timeout
         self.peer_urls: dict[bytes, str] = {}  # peer id -> API URL, from /v1/peers and owner lists
+        self.deadline: float | None = None  # time.monotonic() after which no request may wait
         # `transport` lets tests stand in for peers (httpx.MockTransport)
         self.http = httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT), transport=transport)
 
@@ -190,22 +258,47 @@ class PeerClient:
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def suggestion(self, failed: str | None = None) -> str | None:
-        """Another peer to try: from the last /v1/peers list, then the owners seen."""
-        failed = normalize(failed or self.url)
+        """Another peer to try: from the last /v1/peers list, then the owners seen; never the one
+        that failed, nor the one the user chose (however either was spelled)."""
+        avoid = [failed or self.url, self.url]
         for url in [*self.known_peers, *self.peer_urls.values()]:
-            if normalize(url) != failed:
+            if not any(same_peer(url, bad) for bad in avoid):
                 return normalize(url)
         return None
 
-    def _request(self, method: str, url: str, path: str, *, body: Any = None,
-                 timeout: httpx.Timeout | None = None) -> httpx.Response:
+    def remaining(self, cap: float) -> float:
+        """How long the next request may wait: `cap`, or less when the deadline is nearer."""
+        if self.deadline is None:
+            return cap
+        left = self.deadline - time.monotonic()
+        if left <= 0.0:
+            raise OutOfTime("the time given (--timeout) ran out while waiting for the peers")
+        return min(cap, left)
+
+    def _limit(self, cap: float) -> httpx.Timeout:
+        wait = self.remaining(cap)
+        return httpx.Timeout(wait, connect=min(CONNECT_TIMEOUT, wait))
+
+    def _request(self, method: str, url: str, path: str, *, body: Any = None) -> httpx.Response:
         try:
-            return self.http.request(method, url + path, json=body,
-                                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            return self.http.request(method, url + path, json=body, timeout=self._limit(self.timeout))
         except httpx.TimeoutException as exc:
             raise PeerUnreachable(url, f"no answer ({type(exc).__name__})", self.suggestion(url)) from exc
         except httpx.TransportError as exc:
-            raise PeerUnreachable(url, _describe(exc), self.suggestion(url)) from exc
+            raise self._unreachable(url, exc) from exc
+
+    def _unreachable(self, url: str, exc: httpx.TransportError, payment_id: str | None = None) -> PeerUnreachable:
+        if isinstance(exc, httpx.RemoteProtocolError) and "disconnected" not in str(exc).lower():
+            hello = probe_p2p(url)  # an answer that is not HTTP: say what it is, if it is a P2P port
+            if hello is not None:
+                api = self.peer_urls.get(hello.peer_id) or self._api_of(hello.peer_id, url)
+                where = f"; that peer's API is {api}" if api else ""
+                return NotHttp(url, f"it is the P2P port of meshpay peer {hello.peer_id.hex()[:12]}… (network "
+                                    f"{hello.network.hex()[:16]}…), not its HTTP API port{where}",
+                               api or self.suggestion(url))
+            return NotHttp(url, f"it does not answer in HTTP ({exc}); is this a peer's P2P port rather than "
+                                "its HTTP API port ([api] in peer.toml)?", self.suggestion(url))
+        return PeerUnreachable(url, _describe(exc), self.suggestion(url), payment_id)
 
     def _json(self, url: str, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -215,6 +308,20 @@ class PeerClient:
         if not isinstance(doc, dict):
             raise BadAnswer(url, "the JSON answer is not an object")
         return doc
+
+    def _api_of(self, peer_id: bytes, failed: str) -> str | None:
+        """A peer's API URL, from the members list of another known peer (one short request)."""
+        other = self.suggestion(failed)
+        if other is None:
+            return None
+        try:
+            rows = self.http.get(other + "/v1/peers", timeout=self._limit(1.0)).json().get("peers")
+        except (httpx.HTTPError, ValueError, AttributeError, OutOfTime):
+            return None  # only an explanation is lost
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and row.get("peer_id") == peer_id.hex() and isinstance(row.get("api"), str):
+                return normalize(row["api"])
+        return None
 
     def _error(self, url: str, response: httpx.Response, payment_id: str | None = None) -> ClientError:
         doc = self._json(url, response)
@@ -319,6 +426,26 @@ class PeerClient:
                     reading.views[pid] = answer
         return reading
 
+    def applied_at(self, address: str, seq: int, url: str, *, pages: int = 4) -> str | None:
+        """The payment id of the debit an owner applied at `seq` of `address` (its history, newest
+        first, paged), or None if it lists none. Raises `ClientError` if it cannot be asked."""
+        before: int | None = None
+        for _ in range(pages):
+            query = f"?limit=200{'' if before is None else f'&before={before}'}"
+            page = self.get(f"/v1/accounts/{address}/history{query}", url)
+            rows = page.get("entries")
+            for row in rows if isinstance(rows, list) else []:
+                if not isinstance(row, dict) or row.get("direction") != "out" or not isinstance(row.get("seq"), int):
+                    continue
+                if row["seq"] == seq and isinstance(row.get("payment_id"), str):
+                    return row["payment_id"]
+                if row["seq"] < seq:  # debits are listed in seq order: it is not there
+                    return None
+            before = page.get("next_before")
+            if not isinstance(before, int):
+                return None
+        return None
+
     def history(self, address: str, urls: list[str], limit: int) -> tuple[str, dict[str, Any]]:
         """(url, history answer) from the first of `urls` that serves it."""
         last: ClientError | None = None
@@ -331,20 +458,24 @@ class PeerClient:
 
     # ---- payments --------------------------------------------------------------------------------------
     def submit(self, order: Order, wait: str, timeout: float) -> dict[str, Any]:
-        """Hand `order` to this peer (the gateway) and wait up to `timeout` s for `wait`."""
+        """Hand `order` to this peer (the gateway) and wait up to `timeout` s for `wait` (the peer
+        waits that long; the HTTP request a little longer, within the deadline)."""
         payment_id = order.id.hex()
         server_wait = round(min(max(timeout, 0.05), MAX_SERVER_WAIT), 3)
         body = {"order": order.encode().hex(), "wait": wait, "timeout": server_wait}
         # The HTTP wait must outlast the peer's, or a slow certificate looks like a dead peer.
-        limit = httpx.Timeout(server_wait + 5.0, connect=CONNECT_TIMEOUT)
+        try:
+            limit = self._limit(server_wait + 5.0)
+        except OutOfTime as exc:
+            raise Timeout(payment_id, "unknown", "no time was left to submit it") from exc
         try:
             response = self.http.post(self.url + "/v1/payments", json=body, timeout=limit)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise PeerUnreachable(self.url, _describe(exc), self.suggestion(), payment_id) from exc
         except httpx.TimeoutException as exc:
-            raise Timeout(payment_id, "unknown", f"{self.url} did not answer within {server_wait + 5.0:.0f} s") from exc
+            raise Timeout(payment_id, "unknown", f"{self.url} did not answer within {limit.read:.1f} s") from exc
         except httpx.TransportError as exc:
-            raise PeerUnreachable(self.url, _describe(exc), self.suggestion(), payment_id) from exc
+            raise self._unreachable(self.url, exc, payment_id) from exc
         if response.status_code in (200, 202):
             doc = self._json(self.url, response)
             if doc.get("payment_id") != payment_id:

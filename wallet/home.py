@@ -154,6 +154,16 @@ class WalletHome:
             raise WalletFileError(f"{self.key_path(name)} holds a {found.kind} key, not an account key")
         return found
 
+    def holding(self, public_key: bytes) -> str | None:
+        """The name of the account that holds this key already, if any (damaged keystores are skipped)."""
+        for name in self.names():
+            try:
+                if self.info(name).public_key == public_key:
+                    return name
+            except (keystore.KeystoreError, WalletFileError):
+                continue  # `wallet list` reports it; it holds no usable key
+        return None
+
     def choose(self, name: str | None) -> str:
         """The account a command acts on: the one named, or the only one there is."""
         if name is not None:

@@ -2,7 +2,7 @@
 
 A certificate proves a payment final when its order carries a valid signature of its sender and it
 holds votes from `quorum` distinct owners of the sender's account, each a valid signature on the
-order's id, all for the genesis network. The committee, replication, quorum and vnodes of the
+order's id and its exact signature bytes, all for the genesis network. The committee, replication, quorum and vnodes of the
 genesis fix the owners (`peer.ring.Ring`); `peer.certify.CertificateChecker` does the vote checks.
 Nothing here touches the network: `wallet verify` runs offline.
 
@@ -20,6 +20,7 @@ certificate (canonical CBOR) is accepted too.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from crypto.address import encode_address
 from crypto.errors import MeshpayError
 from crypto.messages import Certificate
 from peer.certify import CertificateChecker, CertificateError
+from peer.committee import Committee
 from peer.genesis import Genesis
-from peer.ring import Ring
 from wallet.amounts import format_amount
 
 RECEIPT_FORMAT = 1
@@ -47,9 +48,19 @@ class UnverifiedPayment(VerificationError):
         super().__init__(message)
 
 
-def checker_for(genesis: Genesis) -> CertificateChecker:
-    ring = Ring(genesis.committee, genesis.replication, genesis.vnodes)
-    return CertificateChecker(genesis.network_id, ring, genesis.quorum)
+CommitteeLookup = Callable[[int], Committee | None]
+
+
+def genesis_committees(genesis: Genesis) -> CommitteeLookup:
+    """The committee of each epoch this wallet can vouch for: only the genesis one (epoch 0) today.
+    Epoch changes replace this with a lookup built by following the chain of epoch-change
+    certificates from the pinned genesis; nothing else here changes."""
+    return {0: Committee.from_genesis(genesis)}.get
+
+
+def checker_for(genesis: Genesis, committees: CommitteeLookup | None = None) -> CertificateChecker:
+    """The one place certificates are checked from: votes against the committee of their epoch."""
+    return CertificateChecker(genesis.network_id, committees or genesis_committees(genesis))
 
 
 def verify_certificate(cert: Certificate, genesis: Genesis, checker: CertificateChecker | None = None) -> None:
@@ -101,12 +112,12 @@ def read_receipt(path: Path, genesis: Genesis) -> Certificate:
         raise VerificationError(f"cannot read receipt {path}: {exc.strerror or exc}") from exc
     if len(data) > MAX_RECEIPT_BYTES:
         raise VerificationError(f"{path} is too large to be a receipt")
-    cert = _from_json(data, path) if data.lstrip()[:1] == b"{" else decode_certificate(data)
+    cert = _from_json(data, path, genesis) if data.lstrip()[:1] == b"{" else decode_certificate(data)
     verify_certificate(cert, genesis)
     return cert
 
 
-def _from_json(data: bytes, path: Path) -> Certificate:
+def _from_json(data: bytes, path: Path, genesis: Genesis) -> Certificate:
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("meshpay_receipt") != RECEIPT_FORMAT:
@@ -115,18 +126,34 @@ def _from_json(data: bytes, path: Path) -> Certificate:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError, ValueError) as exc:
         raise VerificationError(f"{path} is not a readable receipt: {exc}") from exc
     cert = decode_certificate(raw)
-    stated = {k: doc.get(k) for k in ("payment_id", "network_id")}
-    if stated["payment_id"] not in (None, cert.id.hex()):
-        raise VerificationError("the receipt's payment id does not match its certificate")
-    if stated["network_id"] not in (None, cert.order.network.hex()):
-        raise VerificationError("the receipt's network id does not match its certificate")
-    summary = doc.get("order")
-    if summary is not None:
-        if not isinstance(summary, dict):
-            raise VerificationError("the receipt's order summary is malformed")
-        actual = order_summary(cert, 0)
-        for key in ("from", "to", "amount", "seq", "memo"):
-            if key in summary and summary[key] != actual[key]:
-                raise VerificationError(f"the receipt says {key} = {summary[key]!r} but its certificate "
-                                        f"says {actual[key]!r}")
+    check_readable(doc, cert, genesis)
     return cert
+
+
+def check_readable(doc: dict[str, Any], cert: Certificate, genesis: Genesis) -> None:
+    """Every field a person reads must say what the certificate says (`amount_text` in the genesis
+    decimals too); a field the format does not have is refused, so nothing unbacked can be shown."""
+    extra = sorted(set(doc) - set(_RECEIPT_FIELDS))
+    if extra:
+        raise VerificationError(f"the receipt has fields its format does not: {', '.join(map(str, extra))[:200]}")
+    expected = {"payment_id": cert.id.hex(), "network_id": cert.order.network.hex()}
+    for key, value in expected.items():
+        if key in doc and doc[key] != value:
+            raise VerificationError(f"the receipt's {key.replace('_', ' ')} does not match its certificate")
+    summary = doc.get("order")
+    if summary is None:
+        return
+    if not isinstance(summary, dict):
+        raise VerificationError("the receipt's order summary is malformed")
+    actual = order_summary(cert, genesis.decimals)
+    unknown = sorted(set(summary) - set(actual))
+    if unknown:
+        raise VerificationError(f"the receipt's order has fields its format does not: {', '.join(map(str, unknown))[:200]}")
+    for key, value in summary.items():
+        # `type(...) is` too: JSON true would otherwise pass as the amount 1
+        if value != actual[key] or type(value) is not type(actual[key]):
+            raise VerificationError(f"the receipt says {key} = {str(value)[:80]!r} but its certificate "
+                                    f"says {actual[key]!r}")
+
+
+_RECEIPT_FIELDS = ("meshpay_receipt", "network_id", "payment_id", "certificate", "order")

@@ -31,7 +31,7 @@ def bench_codec(repeats: int) -> None:
     net = os.urandom(32)
     keys = [SigningKey.generate() for _ in range(3)]
     order = Order.create(keys[0], net, os.urandom(32), 12_345, 7, "rent")
-    cert = Certificate(order, tuple(Vote.create(k, net, order.id) for k in keys))
+    cert = Certificate(order, tuple(Vote.create(k, net, order) for k in keys))
     ob, cb = order.encode(), cert.encode()
     print(f"codec (order {len(ob)} B, certificate with 3 votes {len(cb)} B)")
     _row("encode order", median_us(order.encode, n=5000, repeats=repeats))

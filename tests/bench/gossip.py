@@ -18,7 +18,7 @@ trio's MockClock, library-default configs, 1-5 ms uniform link latency). Per siz
   One extra peer is left out of the pre-fill and joins through the seed for the join figure.
 
 Real sockets: 5 `tests.gossip_node` processes on 127.0.0.1 (TcpTransport, default membership
-config), joined through one seed. Peer 0 publishes fresh signed Votes (signed as they are
+config), joined through one seed. Peer 0 publishes fresh signed Orders (signed as they are
 published; every receiver verifies each before relaying) at a target rate for a bounded count and
 time; every process records `time.time()` when it delivers each. Reported: broadcasts delivered to
 all 4 receivers per second (from the first publish to the last delivery), and the dissemination
@@ -271,7 +271,7 @@ def run_real(quick: bool) -> None:
     repeats = 1 if quick else 3
     seconds = 2.0 if quick else 3.0
     print(f"\n== Real sockets: 5 tests.gossip_node processes on 127.0.0.1, {os.cpu_count()} CPUs ==")
-    print("signed broadcasts (Vote, ~135 B, Ed25519-verified by every receiver before relay), fanout 3, "
+    print("signed broadcasts (Order, ~190 B, Ed25519-verified by every receiver before relay), fanout 3, "
           f"peer 0 publishes; {seconds:.0f} s per run, medians of {repeats} run(s)")
     cost = measure_signature_cost(3 if quick else 7)
     cpus = os.cpu_count() or 1

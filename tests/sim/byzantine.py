@@ -18,7 +18,7 @@ class ByzantineSettlement(Settlement):
         if order.network != self.network_id or not self.ledger.owns(order.sender):
             super()._on_vote_request(src, order, now)
             return
-        vote = Vote.create(self.key, self.network_id, order.id)
+        vote = Vote.create(self.key, self.network_id, order, self.epoch)
         self.out.send(src, VoteReply(vote))
         forged = self._forge(order, vote)
         ByzantineSettlement.forgeries += 1
@@ -32,7 +32,7 @@ class ByzantineSettlement(Settlement):
         others = [p for p in self.ring.owners(order.sender) if p != self.me]
         kind = self.rng.randrange(3)
         if kind == 0:  # co-owners' "votes" with random signatures
-            fake = tuple(Vote(order.id, p, os.urandom(64)) for p in others[: self.quorum - 1])
+            fake = tuple(Vote(order.id, vote.epoch, p, os.urandom(64)) for p in others[: self.quorum - 1])
             return Certificate(order, (vote, *fake))
         if kind == 1:  # our vote repeated to reach the count
             return Certificate(order, (vote,) * self.quorum)

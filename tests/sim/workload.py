@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 import trio
 
 from crypto.messages import Certificate, Order
-from peer.certify import CertificateChecker
 from peer.gateway import GatewayFull
 from peer.node import Node
-from peer.ring import Ring
 from peer.settlement import OrderRejected, Settlement
 from store import layout
 from tests.sim.bank import BankNetwork
+from wallet.verify import checker_for
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Workload:
         self.rng = random.Random(f"{seed}/workload")
         self.record = Record()
         g = bank.genesis
-        self.checker = CertificateChecker(g.network_id, Ring(g.committee, g.replication, g.vnodes), g.quorum)
+        self.checker = checker_for(g)
         n = len(bank.keys)
         self.conflicting = set(range(n - conflicting_accounts, n))
 
