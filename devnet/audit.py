@@ -1,17 +1,20 @@
 """`devnet check`: the auditor. It asks every running peer for the accounts it owns and the
 certificates it holds, waits until the network is quiet, and checks the money invariants:
 
-- total supply equals the genesis;
+- total supply equals the genesis, and no replica holds a negative balance;
 - the replicas of each account agree (balance, next_seq, credit count and credit digest) among its
   running owners;
 - no two certificates exist for one (sender, seq);
-- every certificate is applied by every running owner of both its accounts.
+- every certificate is applied by every running owner of both its accounts;
+- every payment a client was told is certified (`acknowledged`, e.g. `devnet bench --ids-out`, or
+  what `devnet chaos` saw) is held, and so applied, by the peers.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -83,7 +86,8 @@ def snapshot(peers: list[PeerEntry], timeout: float = 10.0, token: str | None = 
     return Snapshot(accounts, certs, busy)
 
 
-def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = None) -> AuditReport:
+def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = None,
+          acknowledged: Iterable[str] = ()) -> AuditReport:
     """Check the invariants; while they do not hold yet, keep looking until `quiet_timeout`.
 
     Right after load, owners can still be catching up (re-deliveries, anti-entropy), so a snapshot
@@ -95,9 +99,10 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = No
     running = [p for p in devnet.peers if is_running(p, devnet)]
     down = [p.name for p in devnet.peers if p not in running]
     deadline = time.monotonic() + quiet_timeout
+    acknowledged = sorted(set(acknowledged))
     while True:
         snap = snapshot(running, token=token)
-        violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
+        violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running, acknowledged)
         quiet = not snap.busy
         if (quiet and not violations) or time.monotonic() >= deadline:
             break
@@ -110,7 +115,7 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = No
                        genesis.total_supply, quiet, notes)
 
 
-def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> tuple:
+def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry], acknowledged: Iterable[str] = ()) -> tuple:
     violations: list[str] = []
     notes: list[str] = []
     live_ids = {bytes.fromhex(p.peer_id) for p in running}
@@ -125,6 +130,10 @@ def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> 
         if len(distinct) > 1:
             detail = ", ".join(f"{pid[:8]}: {s[0] if s else 'missing'}/{s[1] if s else '-'}" for pid, s in states.items())
             violations.append(f"replicas of {encode_address(bytes.fromhex(account))} disagree ({detail})")
+        for pid, state in states.items():
+            if state is not None and state[0] < 0:
+                violations.append(f"{encode_address(bytes.fromhex(account))} has a negative balance ({state[0]}) "
+                                  f"at {pid[:8]}")
         agreed = next(iter(distinct)) if distinct else None
         if agreed is not None:
             total += agreed[0]
@@ -142,6 +151,9 @@ def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> 
     for (sender, seq), ids in slots.items():
         if len(ids) > 1:
             violations.append(f"{len(ids)} certificates for ({sender[:12]}, seq {seq}): {sorted(ids)}")
+    for pid in acknowledged:
+        if pid not in union:
+            violations.append(f"payment {pid[:16]} was acknowledged as certified but no running peer holds it")
     for pid, row in union.items():
         for side, account in ((DEBIT, row["from"]), (CREDIT, row["to"])):
             for owner in ring.owners(bytes.fromhex(account)):

@@ -17,7 +17,7 @@ import os
 
 import typer
 
-from devnet.commands import common, faucet, faults, info, lifecycle, measure
+from devnet.commands import chaos, common, faucet, faults, info, lifecycle, measure
 from devnet.layout import PRIVATE_UMASK
 from peer.cli_exit import install_version
 from peer.cli_exit import run as run_cli
@@ -31,6 +31,7 @@ info.register(app)  # status, logs, wallets, env
 faucet.register(app)  # fund
 measure.register(app)  # bench, check
 faults.register(app)  # partition, slow, heal, pause, resume, faults
+chaos.register(app)  # chaos
 
 
 def main() -> None:

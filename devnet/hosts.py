@@ -31,7 +31,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,19 +298,22 @@ def teardown(devnet: Devnet) -> list[str]:
         spaces = set(netns.names())
         for ns in doc.get("namespaces", []):
             if ns in spaces:
-                _ip("netns", "del", ns)
+                _remove(["netns", "del", ns], lambda name=ns: netns.exists(name))
                 removed.append(f"namespace {ns}")
-        links = _links()
-        for veth in doc.get("veths", []):
-            if veth in links:  # normally gone with its namespace
-                _ip("link", "del", veth)
-                removed.append(f"link {veth}")
-        bridge = doc.get("bridge")
-        if bridge and bridge in links:
-            _ip("link", "del", bridge)
-            removed.append(f"bridge {bridge}")
+        # A veth goes with its namespace, but the kernel may take a moment to remove it.
+        for link in [*doc.get("veths", []), *([doc["bridge"]] if doc.get("bridge") else [])]:
+            if link in _links():
+                _remove(["link", "del", link], lambda name=link: name in _links())
+                removed.append(f"{'bridge' if link == doc.get('bridge') else 'link'} {link}")
         record_path(devnet).unlink()
     return removed
+
+
+def _remove(args: list[str], still_there: Callable[[], bool]) -> None:
+    """Run an `ip` removal; an error only counts if the object is in fact still there."""
+    proc = _ip(*args, check=False)
+    if proc.returncode != 0 and still_there():
+        raise HostsError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
 def leftovers(devnet: Devnet) -> list[str]:
