@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak bench-foundation bench-settlement bench-gossip lint clean
+.PHONY: devnet test soak chaos-soak bench-foundation bench-settlement bench-gossip bench-linkfaults lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -29,6 +29,10 @@ bench-settlement: $(VENV)/.installed
 
 bench-gossip: $(VENV)/.installed
 	$(PY) -m tests.bench.gossip
+
+# Needs root (network namespaces): requested vs measured delay, jitter, loss of `devnet slow`.
+bench-linkfaults: $(VENV)/.installed
+	$(PY) -m tests.bench.linkfaults
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff
