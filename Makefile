@@ -21,6 +21,10 @@ test: $(VENV)/.installed
 soak: $(VENV)/.installed
 	$(PY) -m pytest -q --soak -m soak
 
+# Needs root: 10 minutes of `devnet chaos` over test hosts with every nemesis, and 2 on 127.0.0.1.
+chaos-soak: $(VENV)/.installed
+	$(PY) -m pytest -q --soak -s tests/test_chaos_soak.py
+
 bench-foundation: $(VENV)/.installed
 	$(PY) -m tests.bench.foundation
 

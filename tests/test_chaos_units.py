@@ -55,6 +55,21 @@ def test_unknown_nemesis_is_refused() -> None:
         schedule.make(1, 60, ["kill", "flood"], PEERS, quorum=3)
 
 
+def test_an_op_counts_in_the_fault_it_overlapped() -> None:
+    from devnet.chaos.nemesis import Nemesis
+
+    nemesis = Nemesis(None, 1)  # only its record of windows is used here
+    for window, began, ended in ((schedule.Window(10, 20, "pause", ("peer1",)), 10.0, 20.5),
+                                 (schedule.Window(30, 40, "kill", ("peer1", "peer2")), 30.2, 45.0)):
+        nemesis.windows.append(window)
+        nemesis.applied.append({"began": began, "ended": ended})
+    assert nemesis.during(1.0, 9.0) == ("healthy", frozenset())
+    assert nemesis.during(8.0, 11.0) == ("pause", {"peer1"})  # began healthy, a fault came meanwhile
+    assert nemesis.during(20.0, 21.0) == ("pause", {"peer1"})
+    assert nemesis.during(21.0, 29.0) == ("healthy", frozenset())
+    assert nemesis.during(15.0, 35.0) == ("kill", {"peer1", "peer2"})  # the worse of two
+
+
 def test_lost_peers_per_window() -> None:
     kill = schedule.Window(0, 1, "kill", ("peer1", "peer2"))
     assert schedule.faulted(kill) == {"peer1", "peer2"}

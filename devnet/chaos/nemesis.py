@@ -19,14 +19,25 @@ class Nemesis:
         self.seed = seed
         self.current: Window | None = None  # the window in force (set before it is applied)
         self.applied: list[dict] = []  # each window as scheduled, with when it really began and ended
+        self.windows: list[Window] = []  # the same windows, as objects
 
-    def lost(self) -> frozenset[str]:
-        """Peers a payment cannot count on now (killed, paused, cut off)."""
-        return faulted(self.current)
+    def during(self, start: float, end: float) -> tuple[str, frozenset[str]]:
+        """The window an op from `start` to `end` (seconds into the run) lived through, and the
+        peers it could not count on: a fault that began or ended while the op was in flight
+        counts (the one that lost the most peers, when two did). ("healthy", {}) if none."""
+        worst: tuple[str, frozenset[str]] = ("healthy", frozenset())
+        for record, window in zip(self.applied, self.windows, strict=True):
+            ended = record.get("ended", float("inf"))
+            if record["began"] <= end and ended >= start:
+                lost = faulted(window)
+                if worst[0] == "healthy" or len(lost) > len(worst[1]):
+                    worst = (window.kind, lost)
+        return worst
 
     def begin(self, window: Window, at: float) -> None:
         self.current = window
         record = {**window.as_dict(), "began": round(at, 2)}
+        self.windows.append(window)
         self.applied.append(record)
         try:
             self._apply(window, len(self.applied))

@@ -20,8 +20,10 @@ class Op:
     client: int
     kind: str  # pay | overdraw | replay (the same signed order as an acknowledged payment)
     start: float  # seconds since the run started
-    window: str  # the nemesis window when it started (healthy, kill, pause, partition, slow)
-    payer_lost: int  # owners of the payer that were killed, paused or cut off at the start
+    # The fault window the op overlapped (healthy: none at all while it was in flight), and how many
+    # owners of the payer and the payee that window killed, paused or cut off.
+    window: str
+    payer_lost: int
     payee_lost: int
     order_id: str
     outcome: str = TIMEOUT  # certified | timeout | refused:<code> | conflict

@@ -11,8 +11,9 @@ sometimes sends an order that was already acknowledged again (it must come back 
 same payment, never a second one).
 
 Meanwhile the nemesis (devnet/chaos/nemesis.py) applies the schedule (devnet/chaos/schedule.py).
-Every op records which window it started in and how many owners of its payer and payee were lost
-then, so availability can be read per window kind and per number of lost owners.
+Every op records the fault window it overlapped (healthy: none while it was in flight) and how many
+owners of its payer and payee that window lost, so availability can be read per window kind and
+per number of lost owners.
 
 At the end: heal everything, restart what was killed, wait for membership to converge, let the
 clients finish the orders they still have in flight, then the auditor (devnet/audit.py): supply,
@@ -37,7 +38,7 @@ from devnet.bench import Bench, BenchConfig, Gateway, HttpGateway, Ticket
 from devnet.chaos import report
 from devnet.chaos.nemesis import Nemesis
 from devnet.chaos.report import CERTIFIED, OVERDRAW, PAY, REPLAY, TIMEOUT, Op
-from devnet.chaos.schedule import HEALTHY, Timing, Window
+from devnet.chaos.schedule import Timing, Window
 from devnet.layout import Devnet
 from peer.ring import Ring
 
@@ -191,24 +192,22 @@ class Chaos:
     async def _client_loop(self, client: Client) -> None:
         rng = client.rng
         while not self.stopping and self.now() < self.config.duration:
-            window = self.nemesis.current
-            label = window.kind if window else HEALTHY
             if client.pending is not None:
                 order = client.pending
-                self._after_pay(client, order, await self._attempt(client, order, PAY, label, retry=True))
+                self._after_pay(client, order, await self._attempt(client, order, PAY, retry=True))
             elif client.overdrawer and rng.random() < 0.3:
                 total = FUNDING * self.config.clients * 10
                 order = self._sign(client, total + rng.randrange(1000))
-                op = await self._attempt(client, order, OVERDRAW, label)
+                op = await self._attempt(client, order, OVERDRAW)
                 if op.outcome == CERTIFIED:
                     self.violations.append(f"an overdraft was certified: payment {op.order_id[:16]} of "
                                            f"{order.amount} from client {client.index}")
                     client.seq += 1
             elif client.acked and rng.random() < 0.08:
-                await self._attempt(client, rng.choice(client.acked[-20:]), REPLAY, label)
+                await self._attempt(client, rng.choice(client.acked[-20:]), REPLAY)
             else:
                 order = self._sign(client, 1 + rng.randrange(MAX_AMOUNT))
-                self._after_pay(client, order, await self._attempt(client, order, PAY, label))
+                self._after_pay(client, order, await self._attempt(client, order, PAY))
             await trio.sleep(rng.uniform(0.05, 0.3))
 
     def _sign(self, client: Client, amount: int) -> Order:
@@ -235,17 +234,25 @@ class Chaos:
                 self.notes.append(f"client {client.index}: seq {order.seq} was already used")
                 client.seq += 1
 
-    async def _attempt(self, client: Client, order: Order, kind: str, label: str, *, retry: bool = False) -> Op:
-        """Submit `order` through peers until it is decided or the op timeout passes."""
-        cfg = self.config
-        lost = self.nemesis.lost()
-        payer_lost = sum(self.names[o] in lost for o in self.ring.owners(order.sender))
-        payee_lost = sum(self.names[o] in lost for o in self.ring.owners(order.recipient))
+    async def _attempt(self, client: Client, order: Order, kind: str, label: str = "", *,
+                       retry: bool = False) -> Op:
+        """Submit `order` through peers until it is decided or the op timeout passes. `label`: the
+        window to count it in ("" = whichever it lived through, with the owners lost meanwhile)."""
         start = self.now()
-        op = Op(client.index, kind, start, label, payer_lost, payee_lost, order.id.hex(), retry=retry)
+        op = Op(client.index, kind, start, label, 0, 0, order.id.hex(), retry=retry)
         self.ops.append(op)
+        await self._decide(op, order, client.rng)
+        if not label:
+            op.window, lost = self.nemesis.during(start, self.now())
+            op.payer_lost = sum(self.names[o] in lost for o in self.ring.owners(order.sender))
+            op.payee_lost = sum(self.names[o] in lost for o in self.ring.owners(order.recipient))
+        return op
+
+    async def _decide(self, op: Op, order: Order, rng: random.Random) -> None:
+        cfg = self.config
+        start = op.start
         deadline = start + cfg.op_timeout
-        turn = client.rng.randrange(len(self.bench.gateways))
+        turn = rng.randrange(len(self.bench.gateways))
         while self.now() < deadline:
             gateway = self._pick(turn)
             turn += 1
@@ -266,18 +273,17 @@ class Chaos:
                     await ticket.done.wait()
                 if ticket.settled is not None:
                     op.settled_s = ticket.settled - self.t0 - start
-                return op
+                return
             if ticket.failed is None:  # no answer in time: this peer may be frozen or cut off
                 self.suspect[gateway.index] = time.perf_counter() + 5.0
                 continue
             if ticket.failed == "conflict":
                 op.outcome = "conflict"
-                return op
+                return
             if ticket.failed in FINAL_REFUSALS:
                 op.outcome = f"refused:{ticket.failed}"
-                return op
+                return
             await trio.sleep(0.2)  # timeout, overloaded, shutting down...: another peer, shortly
-        return op
 
     def _pick(self, turn: int) -> Gateway | HttpGateway | None:
         gateways = self.bench.gateways

@@ -106,8 +106,8 @@ def _table(title: str, rows: dict[str, dict], *, overdraws: bool) -> Table:
 
 
 def _print(doc: dict) -> None:
-    out.print(_table("availability and latency per window (ops by the window they started in)", doc["by_window"], overdraws=True))
-    out.print(_table("by owners lost when the payment started (of the payer's / the payee's)", doc["by_lost_owners"], overdraws=False))
+    out.print(_table("availability and latency per window (an op counts in the fault it overlapped; healthy: no fault while it ran)", doc["by_window"], overdraws=True))
+    out.print(_table("by owners lost while the payment was in flight (of the payer's / of the payee's)", doc["by_lost_owners"], overdraws=False))
     r = doc["replays"]
     out.print(f"acknowledged payments: {doc['acknowledged']}; acknowledged orders sent again: {r['replays']}, "
               f"answered certified: {r['certified']}" + (f" (others: {', '.join(r['other'])})" if r["other"] else ""),
