@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: devnet test soak fuzz bench bench-foundation bench-settlement bench-gossip bench-epoch lint clean
+.PHONY: devnet test soak chaos-soak fuzz bench bench-foundation bench-settlement bench-gossip bench-epoch bench-linkfaults lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meshpay needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -31,6 +31,9 @@ fuzz: $(VENV)/.installed
 # one table; `make bench BENCH_ARGS=--json` for JSON.
 bench: $(VENV)/.installed
 	$(PY) -m tests.bench.suite $(BENCH_ARGS)
+# Needs root: 10 minutes of `devnet chaos` over test hosts with every nemesis, and 2 on 127.0.0.1.
+chaos-soak: $(VENV)/.installed
+	$(PY) -m pytest -q --soak -s tests/test_chaos_soak.py
 
 bench-foundation: $(VENV)/.installed
 	$(PY) -m tests.bench.foundation
@@ -43,6 +46,9 @@ bench-gossip: $(VENV)/.installed
 
 bench-epoch: $(VENV)/.installed
 	$(PY) -m tests.bench.epoch $(BENCH_ARGS)
+# Needs root (network namespaces): requested vs measured delay, jitter, loss of `devnet slow`.
+bench-linkfaults: $(VENV)/.installed
+	$(PY) -m tests.bench.linkfaults
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff

@@ -1,11 +1,13 @@
 """`devnet check`: the auditor. It asks every running peer for the accounts it owns and the
 certificates it holds, waits until the network is quiet, and checks the money invariants:
 
-- total supply equals the genesis;
+- total supply equals the genesis, and no replica holds a negative balance;
 - the replicas of each account agree (balance, next_seq, credit count and credit digest) among its
   running owners;
 - no two certificates exist for one (sender, seq);
-- every certificate is applied by every running owner of both its accounts.
+- every certificate is applied by every running owner of both its accounts;
+- every payment a client was told is certified (`acknowledged`, e.g. `devnet bench --ids-out`, or
+  what `devnet chaos` saw) is held, and so applied, by the peers.
 
 It also reports frozen accounts (not a violation: the sender's own doing): the running owners are
 locked on different orders at the account's next sequence so that no order can reach the quorum W,
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -122,7 +125,8 @@ def configured_tokens(devnet: Devnet) -> dict[str, str]:
     return tokens
 
 
-def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = None) -> AuditReport:
+def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = None,
+          acknowledged: Iterable[str] = ()) -> AuditReport:
     """Check the invariants; while they do not hold yet, keep looking until `quiet_timeout`.
 
     Right after load, owners can still be catching up (re-deliveries, anti-entropy), so a snapshot
@@ -134,12 +138,13 @@ def audit(devnet: Devnet, *, quiet_timeout: float = 30.0, token: str | None = No
     down = [p.name for p in devnet.peers if p not in running]
     tokens = {p.name: token for p in devnet.peers} if token else configured_tokens(devnet)
     deadline = time.monotonic() + quiet_timeout
+    acknowledged = sorted(set(acknowledged))
     while True:
         chain = epochs.verified_chain(devnet, running)
         ring = chain.current.ring
         changing = epochs.changing(running, chain)
         snap = snapshot(running, tokens=tokens)
-        violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running)
+        violations, notes, accounts, certs, total = _evaluate(snap, genesis, ring, running, acknowledged)
         quiet = not snap.busy and not changing
         if changing:
             notes.append(f"epoch change in progress: {changing}")
@@ -190,7 +195,7 @@ def frozen_accounts(snap: Snapshot, ring: Ring, quorum: int, running: list[PeerE
     return frozen
 
 
-def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> tuple:
+def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry], acknowledged: Iterable[str] = ()) -> tuple:
     violations: list[str] = []
     notes: list[str] = []
     live_ids = {bytes.fromhex(p.peer_id) for p in running}
@@ -205,6 +210,10 @@ def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> 
         if len(distinct) > 1:
             detail = ", ".join(f"{pid[:8]}: {s[0] if s else 'missing'}/{s[1] if s else '-'}" for pid, s in states.items())
             violations.append(f"replicas of {encode_address(bytes.fromhex(account))} disagree ({detail})")
+        for pid, state in states.items():
+            if state is not None and state[0] < 0:
+                violations.append(f"{encode_address(bytes.fromhex(account))} has a negative balance ({state[0]}) "
+                                  f"at {pid[:8]}")
         agreed = next(iter(distinct)) if distinct else None
         if agreed is not None:
             total += agreed[0]
@@ -222,6 +231,9 @@ def _evaluate(snap: Snapshot, genesis, ring: Ring, running: list[PeerEntry]) -> 
     for (sender, seq), ids in slots.items():
         if len(ids) > 1:
             violations.append(f"{len(ids)} certificates for ({sender[:12]}, seq {seq}): {sorted(ids)}")
+    for pid in acknowledged:
+        if pid not in union:
+            violations.append(f"payment {pid[:16]} was acknowledged as certified but no running peer holds it")
     for pid, row in union.items():
         for side, account in ((DEBIT, row["from"]), (CREDIT, row["to"])):
             for owner in ring.owners(bytes.fromhex(account)):

@@ -306,10 +306,10 @@ class Bench:
         self.cpu_complete = True
 
     # ---- connections ----------------------------------------------------------------------------
-    async def _connect(self, nursery: trio.Nursery) -> None:
+    async def connect(self, nursery: trio.Nursery) -> None:
         for i, entry in enumerate(self.devnet.peers):
             gw = HttpGateway(i, entry.api) if self.config.via == "http" else \
-                Gateway(i, "127.0.0.1", entry.port, self.network_id)
+                Gateway(i, entry.host, entry.port, self.network_id)
             gw.on_lost = self._on_lost
             self.gateways.append(gw)
             await nursery.start(gw.run)
@@ -345,7 +345,7 @@ class Bench:
             ticket.failed = ticket.failed or ("settle_timeout" if ticket.certified else "timeout")
 
     # ---- phases ----------------------------------------------------------------------------------
-    async def _fund(self, accounts: list[SigningKey], amount: int) -> None:
+    async def fund(self, accounts: list[SigningKey], amount: int) -> None:
         password = self.devnet.password()
         # The devnet's own bench accounts; only a devnet made before they existed lends its demo
         # wallets (and the report says so).
@@ -400,10 +400,10 @@ class Bench:
         cfg = self.config
         cost = sigcost.measure(repeats=5, n=1000)
         async with trio.open_nursery() as nursery:
-            await self._connect(nursery)
+            await self.connect(nursery)
             accounts = [SigningKey.generate() for _ in range(cfg.accounts)]
             per_account = self._plan(len(accounts))
-            await self._fund(accounts, per_account * MAX_BENCH_AMOUNT)
+            await self.fund(accounts, per_account * MAX_BENCH_AMOUNT)
             orders = self._presign(accounts, per_account)
             # The pre-signed orders are long-lived: keep the collector from rescanning them mid-run
             # (full collections would show up as latency the network did not cause).

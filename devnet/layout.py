@@ -17,8 +17,9 @@
 Which process runs a peer is never taken from memory: `peer.pid` is written by whoever starts the
 peer and read fresh by everyone (devnet/processes.py checks it against /proc).
 
-Everything listens on 127.0.0.1. The layout is a library so tests and benchmarks build the same
-networks as `devnet up`.
+Everything listens on 127.0.0.1, unless the devnet was made with test hosts (`--hosts netns`,
+devnet/hosts.py): then each peer has its own address in its own network namespace. The layout is
+a library so tests and benchmarks build the same networks as `devnet up`.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ class PeerEntry:
     peer_id: str
     port: int
     api_port: int
+    host: str = "127.0.0.1"  # the peer's address (its own namespace's on a `--hosts netns` devnet)
     # Only a hint for the code that started it (tests read it): processes.live_pid() always asks
     # the disk and /proc, never this field.
     pid: int | None = None
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
 
 @dataclass
@@ -314,8 +316,12 @@ def _account(directory: Path, name: str, password: str) -> tuple[SigningKey, Wal
 def create(root: Path, *, peers: int = 5, wallets: int = 10, replication: int = 4, quorum: int = 3,
            balance: int = DEMO_BALANCE, decimals: int = DEFAULT_DECIMALS, fsync: bool = True,
            name: str | None = None, extra_accounts: list[bytes] | None = None, extra_balance: int = 0,
-           ports: list[int] | None = None, log_level: str = "info") -> Devnet:
+           ports: list[int] | None = None, log_level: str = "info", hosts: dict | None = None) -> Devnet:
     """Write a new devnet into an empty (or missing) directory. Refuses anything else.
+
+    `hosts`: None for every peer on 127.0.0.1, or test hosts (devnet/hosts.py `Topology.as_dict()`
+    plus "addresses": one per peer): then each peer listens on its own address and every peer
+    uses the same two ports (peer0 listens on the wildcard address and advertises its own).
 
     `name` defaults to `devnet-` and six random hex digits, so a wallet that saw an earlier devnet
     in the same directory can tell the two networks apart."""
@@ -331,12 +337,12 @@ def create(root: Path, *, peers: int = 5, wallets: int = 10, replication: int = 
     with private_umask():
         return _create(root, peers, wallets, replication, quorum, balance, decimals, fsync,
                        name or f"devnet-{secrets.token_hex(3)}", extra_accounts or [], extra_balance, ports,
-                       log_level)
+                       log_level, hosts)
 
 
 def _create(root: Path, peers: int, wallets: int, replication: int, quorum: int, balance: int, decimals: int,
             fsync: bool, name: str, extra_accounts: list[bytes], extra_balance: int, ports: list[int] | None,
-            log_level: str) -> Devnet:
+            log_level: str, hosts: dict | None) -> Devnet:
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)  # it may have existed (empty) with the caller's umask
     password = secrets.token_urlsafe(18)
@@ -350,16 +356,20 @@ def _create(root: Path, peers: int, wallets: int, replication: int, quorum: int,
         pdir = root / "peers" / pname
         pdir.mkdir(parents=True)
         keystore.save(pdir / "peer.key", key, password, kind="peer", name=pname, scrypt_n=DEVNET_SCRYPT_N)
-        entries.append(PeerEntry(pname, key.public.hex(), ports[2 * i], ports[2 * i + 1]))
-    seeds = [f"127.0.0.1:{entries[0].port}"] + ([f"127.0.0.1:{entries[1].port}"] if peers > 1 else [])
+        host = hosts["addresses"][i] if hosts else "127.0.0.1"
+        entries.append(PeerEntry(pname, key.public.hex(), ports[2 * i], ports[2 * i + 1], host))
+    seeds = [f"{e.host}:{e.port}" for e in entries[:2]]
     # More peers than cores: each hand-off to a disk thread waits for the OS to schedule it among
     # busy peers, which cost ~15 ms at p99 to certified on 2 cores with 5 peers (see docs).
     sync_in_thread = peers <= (os.cpu_count() or 1)
     admin_token = secrets.token_urlsafe(24)  # devnet epoch commands act as every peer's operator
-    for entry in entries:
+    for i, entry in enumerate(entries):
+        # On test hosts, peer0 listens on every address of its namespace and advertises its own.
+        listen = "0.0.0.0" if hosts and i == 0 else entry.host
         text = peer_config.render(genesis="../../genesis.json", password_file="../../password.txt",
+                                  listen_host=listen, advertise_host=entry.host, api_host=listen,
                                   listen_port=entry.port, api_port=entry.api_port,
-                                  seeds=[s for s in seeds if not s.endswith(f":{entry.port}")],
+                                  seeds=[s for s in seeds if s != f"{entry.host}:{entry.port}"],
                                   fsync=fsync, sync_in_thread=sync_in_thread, audit_token=audit_token,
                                   admin_token=admin_token, log_format="text")
         write_private(root / "peers" / entry.name / "peer.toml", text)
@@ -383,7 +393,8 @@ def _create(root: Path, peers: int, wallets: int, replication: int, quorum: int,
     genesis = Genesis(name, tuple(k.public for k in keys), replication, quorum, DEFAULT_VNODES, decimals,
                       tuple(allocations), secrets.token_bytes(16)).validate()
     write_private(root / "genesis.json", json.dumps(genesis_file.to_json(genesis), indent=2) + "\n")
-    devnet = Devnet(root, genesis.network_id.hex(), entries, wallet_entries, replication, quorum, {}, name,
+    extra = {"hosts": {k: v for k, v in hosts.items() if k != "addresses"}} if hosts else {}
+    devnet = Devnet(root, genesis.network_id.hex(), entries, wallet_entries, replication, quorum, extra, name,
                     audit_token, faucet, funders, log_level)
     devnet.save()
     return devnet

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from devnet import hosts
 from devnet.layout import PRIVATE_UMASK, Devnet, DevnetError, PeerEntry, write_private
 
 PROC = Path("/proc")
@@ -236,7 +237,8 @@ def start_peer(devnet: Devnet, entry: PeerEntry, *, log_level: str | None = None
     env.pop("MESHPAY_PASSWORD", None)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "peer", "run", "--config", str(devnet.config_path(entry.name)),
+            # On test hosts `ip netns exec` enters the peer's namespace, then execs: same pid.
+            [*hosts.exec_prefix(devnet, entry), sys.executable, "-m", "peer", "run", "--config", str(devnet.config_path(entry.name)),
              "--log-level", log_level or devnet.log_level],
             stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=devnet.peer_dir(entry.name), env=env, umask=PRIVATE_UMASK,

@@ -43,6 +43,7 @@ class Exit(IntEnum):
     VIOLATIONS = 18  # `devnet check` found broken invariants
     BENCH = 19  # `devnet bench` could not run
     BUSY = 20  # processes still use the devnet (`down --wipe` refuses to delete it under them)
+    PRIVILEGES = 21  # test hosts or faults need root or a system tool that is missing (named)
 
 
 KINDS = {
@@ -52,6 +53,7 @@ KINDS = {
     Exit.INVALID: "verification_failed", Exit.NETWORK: "network_mismatch", Exit.PORT: "port_in_use",
     Exit.NO_DEVNET: "no_devnet", Exit.UNKNOWN_PEER: "unknown_peer", Exit.START: "start_failed",
     Exit.DATABASE: "database", Exit.VIOLATIONS: "violations", Exit.BENCH: "bench_failed", Exit.BUSY: "busy",
+    Exit.PRIVILEGES: "privileges",
 }
 
 EXIT_UNEXPECTED, EXIT_USAGE = Exit.UNEXPECTED, Exit.USAGE

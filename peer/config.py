@@ -269,9 +269,9 @@ seeds = [{seeds}]
 [api]
 # HTTP JSON API for wallets and scripts. Any address other than loopback also needs
 # allow_public = true (the peer then warns at start-up that the API is reachable from outside).
-host = "127.0.0.1"
+host = "{api_host}"
 port = {api_port}
-allow_public = false
+allow_public = {allow_public}
 # Request bodies larger than this are refused with 413.
 max_body_bytes = 65536
 # Requests waiting on a payment at once; more are refused with 429 `too_many_waiting`
@@ -362,7 +362,7 @@ observer_fanout = 1
 
 def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str = "genesis.json",
            password_file: str | None = None, listen_host: str = "127.0.0.1", listen_port: int = 7000,
-           advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000,
+           advertise_host: str = "", seeds: list[str] | None = None, api_port: int = 8000, api_host: str = "127.0.0.1",
            fsync: bool = True, sync_in_thread: bool = True, audit_token: str | None = None,
            log_level: str = "info", log_format: str = "text", admin_token: str = "") -> str:
     password_line = f'password_file = "{password_file}"' if password_file else '# password_file = "password.txt"'
@@ -370,7 +370,8 @@ def render(*, data_dir: str = "data", key_file: str = "peer.key", genesis: str =
     return TEMPLATE.format(
         data_dir=data_dir, key_file=key_file, genesis=genesis, password_line=password_line,
         listen_host=listen_host, listen_port=listen_port, advertise_host=advertise_host,
-        seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port,
+        seeds=", ".join(f'"{s}"' for s in (seeds or [])), api_port=api_port, api_host=api_host,
+        allow_public=_toml_bool(not is_loopback(api_host)),
         fsync=_toml_bool(fsync), sync_in_thread=_toml_bool(sync_in_thread), audit_line=audit_line,
         log_level=log_level, log_format=log_format, admin_token=admin_token,
     )

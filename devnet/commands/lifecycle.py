@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.live import Live
 
-from devnet import layout, processes
+from devnet import faults, hosts, layout, processes
 from devnet.commands.common import (
     DirOption,
     Fail,
@@ -35,6 +35,7 @@ from devnet.commands.common import (
     peer_named,
 )
 from devnet.commands.info import print_summary, summary
+from devnet.hosts import HostsError, Unprivileged
 from devnet.layout import Devnet, DevnetError, ephemeral_range
 from devnet.view import LiveView
 from peer.cli_exit import Exit
@@ -58,20 +59,38 @@ def _pids(found: dict[str, int]) -> str:
     return ", ".join(f"{name} (pid {pid})" for name, pid in found.items())
 
 
+def hosts_failure(exc: HostsError) -> Fail:
+    return Fail(str(exc), Exit.PRIVILEGES if isinstance(exc, Unprivileged) else Exit.START)
+
+
+def release(devnet: Devnet) -> list[str]:
+    """Once no peer runs: undo every fault and remove the test hosts the devnet made (its
+    records say what). What was removed, as text."""
+    undone = [f"healed {f}" for f in faults.heal(devnet)]
+    try:
+        return undone + [f"removed {what}" for what in hosts.teardown(devnet)]
+    except HostsError as exc:
+        raise hosts_failure(exc) from exc
+
+
 def start_all(devnet: Devnet, *, fixed_ports: bool, timeout: float = 40.0) -> list[str]:
     """Start every stopped peer and wait for convergence; on failure stop those started again.
     Returns the names started."""
     started = []
+    local = hosts.kind(devnet) == hosts.LOCAL  # test hosts: each peer's ports are its namespace's own
     try:
         for entry in devnet.peers:
             if not processes.is_running(entry, devnet):
-                check_ports([(f"{entry.name} peer port", entry.port), (f"{entry.name} API", entry.api_port)],
-                            fixed=fixed_ports)
+                if local:
+                        check_ports([(f"{entry.name} peer port", entry.port), (f"{entry.name} API", entry.api_port)],
+                                fixed=fixed_ports)
                 processes.start_peer(devnet, entry)
                 started.append(entry)
         processes.wait_converged(devnet, timeout=timeout)
     except (DevnetError, Fail, KeyboardInterrupt) as exc:  # Ctrl-C while starting too
         processes.stop_peers(devnet, started, timeout=5)
+        if not processes.running(devnet):
+            release(devnet)
         if not isinstance(exc, DevnetError):
             raise
         raise Fail(f"{exc}\nnothing is left running; logs are in {devnet.root / 'peers'}", Exit.START) from exc
@@ -134,6 +153,8 @@ def watch_until_interrupted(devnet: Devnet, *, stops_devnet: bool, preface: Call
     with devnet.exclusive("devnet up (Ctrl-C)"):
         stopped = processes.stop_peers(devnet)
         devnet.owner_path.unlink(missing_ok=True)
+        for line in release(devnet):
+            err.print(line, markup=False)
     devnet.note("down", f"stopped {_pids(stopped) or 'nothing'} (Ctrl-C in the foreground `devnet up`)")
     err.print(f"stopped {_pids(stopped) or 'nothing (no peer was running)'}; data kept, `devnet up` resumes it")
 
@@ -151,18 +172,23 @@ def up(
     fsync: Annotated[bool | None, typer.Option(
         help="Sync votes to disk (turn off only for throwaway tests) [default: on]")] = None,
     log_level: LogLevel = None,
+    hosts_kind: Annotated[str | None, typer.Option(
+        "--hosts", help="local: every peer on 127.0.0.1; netns: each peer in its own network namespace "
+        "with its own address (needs root; docs/chaos.md) [default: local]")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Create (or resume) a devnet, start its peers, and show a live status view.
 
-    Creation options (--peers, --wallets, --replication, --quorum, --port-base, --fsync) apply only
-    to a new devnet; on an existing one they are ignored with a warning."""
+    Creation options (--peers, --wallets, --replication, --quorum, --port-base, --fsync, --hosts)
+    apply only to a new devnet; on an existing one they are ignored with a warning."""
     check_log_level(log_level)
+    if hosts_kind is not None and hosts_kind not in hosts.KINDS:
+        raise Fail(f"--hosts must be one of {', '.join(hosts.KINDS)}", Exit.USAGE)
     root = root.expanduser().absolute()
     if layout.is_devnet(root):
         devnet = load(root)
         given = {"--peers": peers, "--wallets": wallets, "--replication": replication, "--quorum": quorum,
-                 "--port-base": port_base, "--fsync/--no-fsync": fsync}
+                 "--port-base": port_base, "--fsync/--no-fsync": fsync, "--hosts": hosts_kind}
         ignored = [f"{k} {'' if v is True or v is False else v}".strip() for k, v in given.items() if v is not None]
         if ignored:
             err.print(f"warning: ignoring {', '.join(ignored)}: the devnet in {root} already exists "
@@ -176,12 +202,17 @@ def up(
             os.chmod(root, 0o700)  # a devnet made before directories were private
         fixed = True
     else:
-        devnet = _create(root, peers, wallets, replication, quorum, port_base, fsync, log_level or "info")
+        devnet = _create(root, peers, wallets, replication, quorum, port_base, fsync, log_level or "info",
+                         hosts_kind or hosts.LOCAL)
         fixed = port_base is not None
     try:
         with devnet.exclusive("devnet up"):
             already = processes.running(devnet)
+            if hosts.of(devnet) is not None:
+                hosts.ensure(devnet)  # records what it makes first: `down` cleans up even after a crash
             started = start_all(devnet, fixed_ports=fixed)
+    except HostsError as exc:
+        raise hosts_failure(exc) from exc
     except DevnetError as exc:
         raise Fail(str(exc), Exit.BUSY) from exc
     live = processes.running(devnet)
@@ -213,7 +244,7 @@ def up(
 
 
 def _create(root: Path, peers: int | None, wallets: int | None, replication: int | None, quorum: int | None,
-            port_base: int | None, fsync: bool | None, log_level: str) -> Devnet:
+            port_base: int | None, fsync: bool | None, log_level: str, hosts_kind: str) -> Devnet:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise Fail(f"{root} is not empty and holds no devnet; choose another --dir", Exit.NO_DEVNET)
     n = peers or DEFAULTS["peers"]
@@ -222,7 +253,16 @@ def _create(root: Path, peers: int | None, wallets: int | None, replication: int
     except GenesisError as exc:
         raise Fail(str(exc), Exit.USAGE) from exc
     ports = None
-    if port_base is not None:
+    topology = None
+    if hosts_kind == hosts.NETNS:
+        # Each peer has its own namespace, so all use the same two ports on their own address.
+        try:
+            topology = hosts.plan([f"peer{i}" for i in range(n)])
+        except HostsError as exc:
+            raise hosts_failure(exc) from exc
+        base = port_base or hosts.PEER_PORT
+        ports = [base, port_base + 1 if port_base else hosts.API_PORT] * n
+    elif port_base is not None:
         ports = list(range(port_base, port_base + 2 * n))
         if ports[-1] > 65535:
             raise Fail("--port-base leaves too few ports below 65536", Exit.USAGE)
@@ -237,7 +277,9 @@ def _create(root: Path, peers: int | None, wallets: int | None, replication: int
         return layout.create(root, peers=n, wallets=DEFAULTS["wallets"] if wallets is None else wallets,
                              replication=replication or DEFAULTS["replication"],
                              quorum=quorum or DEFAULTS["quorum"], fsync=True if fsync is None else fsync,
-                             ports=ports, log_level=log_level)
+                             ports=ports, log_level=log_level,
+                             hosts={**topology.as_dict(), "addresses": [topology.address(i) for i in range(n)]}
+                             if topology else None)
     except DevnetError as exc:
         if root.exists() and not any(root.iterdir()):
             root.rmdir()
@@ -261,6 +303,7 @@ def down(root: DirOption,
             if still:
                 raise Fail(f"peers still running after SIGKILL: {_pids(still)}", Exit.BUSY)
             devnet.owner_path.unlink(missing_ok=True)
+            removed = release(devnet)
             if stopped:
                 devnet.note("down", f"stopped {_pids(stopped)}")
             if wipe:
@@ -272,10 +315,12 @@ def down(root: DirOption,
     except DevnetError as exc:
         raise Fail(str(exc), Exit.BUSY) from exc
     if json_out:
-        emit({"stopped": [{"name": n, "pid": pid} for n, pid in stopped.items()], "wiped": wipe})
+        emit({"stopped": [{"name": n, "pid": pid} for n, pid in stopped.items()], "wiped": wipe, "released": removed})
         return
     what = f"stopped {_pids(stopped)}" if stopped else "nothing was running"
     out.print(what + (f"; removed {devnet.root}" if wipe else ""), highlight=False)
+    for line in removed:
+        out.print(line, highlight=False)
 
 
 def kill(root: DirOption, peer: Annotated[str, typer.Argument(help="Peer name, e.g. peer2")],
@@ -309,8 +354,14 @@ def restart(root: DirOption, peer: Annotated[str, typer.Argument(help="Peer name
     try:
         with devnet.exclusive("devnet restart"):
             old = processes.stop_peer(devnet, entry)
-            check_ports([(f"{entry.name} peer port", entry.port), (f"{entry.name} API", entry.api_port)], fixed=True)
+            if hosts.kind(devnet) == hosts.LOCAL:
+                check_ports([(f"{entry.name} peer port", entry.port), (f"{entry.name} API", entry.api_port)],
+                            fixed=True)
+            else:  # test hosts: the ports are the namespace's own; the namespace must exist
+                hosts.ensure(devnet)
             pid = processes.start_peer(devnet, entry, log_level=log_level)
+    except HostsError as exc:
+        raise hosts_failure(exc) from exc
     except DevnetError as exc:
         raise Fail(str(exc), Exit.BUSY) from exc
     devnet.note("restart", f"restarted {entry.name} (pid {old or '-'} -> {pid})")

@@ -108,13 +108,20 @@ def bench(
 
 
 def check(root: DirOption, quiet_timeout: Annotated[float, typer.Option(min=0)] = 30.0,
+          acknowledged: Annotated[Path | None, typer.Option(
+              "--acknowledged", help="A file of payment ids clients were told are certified (one per line, "
+              "e.g. from `bench --ids-out`): each must be held and applied")] = None,
           json_out: JsonOption = False) -> None:
-    """The auditor: supply, replica agreement, one certificate per (sender, seq), all applied."""
+    """The auditor: supply, no negative balance, replica agreement, one certificate per (sender, seq), all applied."""
     devnet = load(root)
     first_running(devnet)
     decimals = genesis_of(devnet).decimals
     try:
-        report = audit(devnet, quiet_timeout=quiet_timeout, token=devnet.audit_token)
+        ids = acknowledged.read_text().split() if acknowledged is not None else []
+    except OSError as exc:
+        raise Fail(f"cannot read {acknowledged}: {exc.strerror}", Exit.USAGE) from exc
+    try:
+        report = audit(devnet, quiet_timeout=quiet_timeout, token=devnet.audit_token, acknowledged=ids)
     except httpx.HTTPError as exc:
         raise Fail(f"a peer did not answer the audit: {exc}", Exit.UNREACHABLE) from exc
     if json_out:
