@@ -1,7 +1,8 @@
 """`meshpay-console`: the web console, watching peers given by URL or a devnet directory.
 
-Exit status: 0 stopped by Ctrl-C; 1 unexpected error; 2 bad usage; 3 no devnet in that directory or
-an unreadable genesis; 4 the console's port is in use.
+Exit status (the table every meshpay command shares, docs/cli.md): 0 stopped by Ctrl-C; 1 unexpected
+error; 2 bad usage; 14 no devnet in that directory or an unreadable genesis; 13 the console's port
+is in use.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from rich.console import Console
 
 from console.server import LOOPBACK, Options, serve
 from devnet.layout import DevnetError
-from peer.cli_exit import CliFailure
+from peer.cli_exit import CliFailure, Exit, version_option
 from peer.cli_exit import run as run_cli
 from peer.genesis import GenesisError
 
-EXIT_USAGE, EXIT_SOURCE, EXIT_PORT = 2, 3, 4
+EXIT_USAGE, EXIT_SOURCE, EXIT_PORT = Exit.USAGE, Exit.NO_DEVNET, Exit.PORT  # the shared table (docs/cli.md)
 DEFAULT_PORT = 8700
 
 err = Console(stderr=True)
-app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
+app = typer.Typer(help=__doc__.split("\n\n")[0])
 
 HostOption = Annotated[str, typer.Option(help="Address to serve on; anything but loopback lets others act on "
                                               "your network through it")]
@@ -82,14 +83,19 @@ def main(
     host: HostOption = "127.0.0.1",
     port: PortOption = DEFAULT_PORT,
     admin_token: TokenOption = None,
+    audit_token: Annotated[str | None, typer.Option("--audit-token", envvar="MESHPAY_CONSOLE_AUDIT_TOKEN",
+                                                    help="The peers' api.audit_token, for the supply audit "
+                                                         "(a devnet's is read from its configs)")] = None,
     read_only: ReadOnlyOption = False,
     interval: Annotated[float, typer.Option(min=0.2, max=60, help="Seconds between polls of each peer")] = 1.0,
+    version: bool = version_option("meshpay-console"),
 ) -> None:
     """Serve the web console: the network, traffic, payments, accounts, alerts, and controls."""
     if devnet is not None and peer:
         raise CliFailure("give either --devnet or --peer, not both", EXIT_USAGE)
     run_console(Options(peers=peer or [], devnet=devnet, genesis=genesis, host=host, port=port,
-                        admin_token=admin_token, read_only=read_only, interval=interval))
+                        admin_token=admin_token, audit_token=audit_token, read_only=read_only,
+                        interval=interval))
 
 
 def entry() -> None:

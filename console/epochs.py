@@ -1,9 +1,9 @@
 """Committee changes (epochs): the one place where the console learns whether a network has them.
 
-Epochs are being built separately. Until the peers' API reports an epoch (an `epoch` field in
-`/v1/status`), the console shows "not available on this network" and offers no epoch controls: it
-does not guess at an API that does not exist yet. When the epoch API lands, this module reads it,
-and the Controls page's separate "Committee changes" panel gets its propose/approve forms.
+Peers report their epoch in `/v1/status` (`epoch`); a peer of an older version that reports none
+is shown as "not available on this network". Committee changes are proposed and approved by each
+operator on their own peer (`peer epoch`, or `devnet add-peer`/`remove-peer`); the console shows
+where each peer stands and verifies certificates of every epoch through the chain of epochs.
 """
 
 from __future__ import annotations

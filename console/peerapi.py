@@ -127,7 +127,7 @@ class Status:
     owned_accounts: int
     queues: dict[str, int]
     counters: dict[str, int]
-    epoch: Any  # not served yet; kept raw so the epoch work can fill it in (console/epochs.py)
+    epoch: Any  # the peer's epoch (None from a peer that does not report one: console/epochs.py)
 
     @property
     def busy(self) -> bool:

@@ -29,6 +29,7 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 8700
     admin_token: str | None = None
+    audit_token: str | None = None  # opens /v1/audit/* (the supply audit); a devnet's is read from its configs
     read_only: bool = False
     interval: float = 1.0
     audit_interval: float = 10.0
@@ -43,6 +44,20 @@ def make_source(options: Options) -> Source:
     return UrlSource(options.peers, genesis_path=options.genesis)
 
 
+def _devnet_audit_token(root: Path | None) -> str | None:
+    """A devnet gives all its peers one audit token (devnet/layout.py): the one in their configs."""
+    if root is None:
+        return None
+    from devnet.audit import configured_tokens
+    from devnet.layout import Devnet, DevnetError
+
+    try:
+        tokens = configured_tokens(Devnet.load(root))
+    except DevnetError:
+        return None
+    return next(iter(tokens.values()), None)
+
+
 async def serve(options: Options, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
                 transport: httpx.AsyncBaseTransport | None = None) -> None:
     """Serve until cancelled; `task_status.started(url)` once the port is bound.
@@ -54,8 +69,10 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[str] = trio.TA
     genesis = genesis_file.load(genesis_path) if genesis_path is not None else None
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=128)
     async with httpx.AsyncClient(limits=limits, transport=transport) as http, trio.open_nursery() as nursery:
+        audit_token = options.audit_token or _devnet_audit_token(options.devnet)
         collector = Collector(source, http, genesis=genesis, admin_token=options.admin_token, interval=options.interval,
-                              audit_interval=options.audit_interval)
+                              audit_interval=options.audit_interval,
+                              audit_headers={"Authorization": f"Bearer {audit_token}"} if audit_token else None)
         control = DevnetControl(options.devnet) if options.devnet is not None else None
         console = Console(collector, control=control, read_only=options.read_only)
         console.nursery = nursery

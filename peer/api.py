@@ -98,6 +98,7 @@ class Api:
         self.started = trio.current_time()
         self._share = (self.node.chain.epoch, self._ring_share())  # recomputed when the epoch changes
         self.app = Starlette(routes=[
+            Route("/", self._wrap("index", self.index)),
             Route("/v1/status", self._wrap("status", self.status)),
             Route("/v1/peers", self._wrap("peers", self.peers)),
             Route("/v1/genesis", self._wrap("genesis", self.genesis)),
@@ -213,6 +214,19 @@ class Api:
         return sum(1 for s in samples if self.node.id in ring.owners(s)) / len(samples)
 
     # ---- node ----------------------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        """What this API serves: every route with its methods (docs/api.md describes each)."""
+        routes = []
+        for route in self.app.router.routes:
+            path = getattr(route, "path", None)
+            if path and path != "/":
+                methods = sorted(getattr(route, "methods", None) or {"GET"})
+                routes.append({"path": path, "methods": [m for m in methods if m != "HEAD"]})
+        return JSONResponse({"service": "meshpay peer API", "version": VERSION,
+                             "network": self.node.genesis.name, "network_id": self.node.genesis.network_id.hex(),
+                             "peer_id": self.node.id.hex(), "docs": "docs/api.md in the meshpay repository",
+                             "routes": routes})
+
     async def status(self, request: Request) -> Response:
         node = self.node
         counts = dict.fromkeys(STATE_NAMES.values(), 0)
@@ -228,6 +242,7 @@ class Api:
             "accepting": self.accepting,
             "committee_member": node.id in node.chain.current,
             "committee_size": len(node.chain.current.members),
+            "epoch": node.chain.epoch,
             "replication": node.genesis.replication,
             "quorum": node.genesis.quorum,
             "ring_share": round(self._current_share(), 4),

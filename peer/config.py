@@ -298,7 +298,7 @@ lookup_timeout = 1.0
 admin_token = "{admin_token}"
 
 [log]
-# debug (every payment's life: received, certified, applied) | info (summaries) | warning | error
+# debug (every payment's life: received, voted, certified, applied) | info (summaries) | warning | error
 level = "{log_level}"
 # text (for people) | json (one object per line, for log collectors)
 format = "{log_format}"
@@ -355,7 +355,7 @@ log_interval = 10.0
 # long one stays without talking to us. They are never written to disk.
 max_outsiders = 32
 outsider_ttl = 60.0
-# Extra copies of each relayed broadcast (certificates) sent to those peers.
+# Extra copies of each relayed broadcast (epoch messages) sent to those peers.
 observer_fanout = 1
 """
 

@@ -246,7 +246,7 @@ class Handoff:
         self.handoffs: dict[int, EpochHandoff] = {}  # in progress, and the latest complete one
         self.incomplete: list[int] = []  # epochs of handoffs in progress, ascending (hot-path guard)
         self._sorted: list[bytes] = []  # the accounts this peer has state for, for serving streams
-        self._sorted_len = -1
+        self._sorted_len: tuple[int, int] = (-1, -1)
         self._next_tick = float("inf")
         self.counters = {"chunks_served": 0, "reports_served": 0, "certs_served": 0, "chunks_received": 0,
                          "reports_dropped": 0, "unfrozen": 0}
@@ -408,9 +408,14 @@ class Handoff:
         self.out.add(Persist(Batch(), (Send(dst, chunk),)))
 
     def _accounts_sorted(self) -> list[bytes]:
-        if len(self.ledger.accounts) != self._sorted_len:
-            self._sorted = sorted(self.ledger.accounts)
-            self._sorted_len = len(self._sorted)
+        """Every account this peer can report on: those it holds state for, and those it only holds
+        a hold set for (an account never funded here can still carry one; its report must travel,
+        or the next new owners would count this peer as holding nothing: Lemma 2)."""
+        ledger = self.ledger
+        size = (len(ledger.accounts), len(ledger.holds))
+        if size != self._sorted_len:
+            self._sorted = sorted(set(ledger.accounts).union(a for a, _ in ledger.holds))
+            self._sorted_len = size
         return self._sorted
 
     def _build_chunk(self, epoch: int, old: Committee, new: Committee, dst: bytes,

@@ -23,7 +23,7 @@ import trio
 
 from crypto.address import encode_address
 from peer.gateway import PaymentEvent
-from peer.settlement import CertApplied
+from peer.settlement import CertApplied, PaymentTrace
 from peer.wire import SIDE_CREDIT, SIDE_DEBIT
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -89,6 +89,8 @@ class PaymentLog:
         self.log = logger or logging.getLogger("meshpay.payments")
         self.counts: Counter[str] = Counter()
         self.since: float | None = None
+        # Received/voted lines cost a notification per vote: only when someone reads them.
+        node.settlement.trace = self.log.isEnabledFor(logging.DEBUG)
 
     def on_event(self, event: object) -> None:
         kind = type(event)
@@ -96,6 +98,9 @@ class PaymentLog:
             self._gateway(event)  # type: ignore[arg-type]
         elif kind is CertApplied:
             self._applied(event)  # type: ignore[arg-type]
+        elif kind is PaymentTrace:
+            self._trace(event)  # type: ignore[arg-type]
+            return
         else:
             return
         self._maybe_summarise()
@@ -115,6 +120,16 @@ class PaymentLog:
         if event.code is not None:
             fields.update(code=event.code, detail=event.detail)
         self.log.debug(f"payment {event.status}", extra={"fields": fields})
+
+    def _trace(self, event: PaymentTrace) -> None:
+        order = event.order
+        fields: dict[str, object] = {"payment": order.id.hex(), "from": encode_address(order.sender),
+                                     "to": encode_address(order.recipient), "amount": order.amount, "seq": order.seq}
+        if event.src is not None:
+            fields["gateway"] = event.src.hex()[:16]
+        if event.detail:
+            fields["reason"] = event.detail
+        self.log.debug(f"payment {event.what}", extra={"fields": fields})
 
     def _applied(self, event: CertApplied) -> None:
         sides = [name for bit, name in ((SIDE_DEBIT, "debit"), (SIDE_CREDIT, "credit")) if event.sides & bit]

@@ -76,6 +76,17 @@ class CertApplied:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentTrace:
+    """Notification, only while `Settlement.trace` is on (debug logging): this peer received an
+    order as its gateway (`what` = "received"), or voted for it or refused it as an owner."""
+
+    what: str  # received | voted | refused
+    order: Order
+    src: bytes | None = None  # who asked for the vote
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusAnswer:
     """Notification: an owner told us which sides of a payment it has applied."""
 
@@ -140,6 +151,7 @@ class Settlement:
         self._decoded: OrderedDict[bytes, Certificate] = OrderedDict()  # broadcast payload -> cert
         self._parked: OrderedDict[bytes, tuple[Certificate, bytes | None]] = OrderedDict()
         self._forwarded: OrderedDict[bytes, None] = OrderedDict()
+        self.trace = False  # PaymentTrace notifications for debug logs (off: no cost per payment)
         self.counters = {"votes": 0, "refusals": 0, "certs_applied": 0, "certs_invalid": 0,
                          "certs_forwarded": 0, "certs_parked": 0}
         self._now = 0.0  # time of the latest input; events arrive within a handle/tick call
@@ -250,6 +262,10 @@ class Settlement:
         if decision.catch_up is not None:
             sender, have, upto = decision.catch_up
             self.sync.need(sender, have, upto, now)
+        if self.trace:
+            what = "voted" if decision.vote is not None else "refused"
+            detail = "" if decision.refuse is None else f"{decision.refuse.name.lower()}: {decision.detail[:120]}"
+            self.out.add(Notify(PaymentTrace(what, order, src, detail)))
         if decision.vote is not None:
             self.counters["votes"] += 1
             # Durable before it leaves: also for a repeated vote, whose lock may still be in flight.
@@ -273,9 +289,9 @@ class Settlement:
                 self.out.add(Persist(Batch(), (Send(src, Applied(oid, mine)),)))
             return
         self._check(cert, src)
+        if ack and src is not None and self.epoch > 0:
+            self._forward(cert, src)  # the sides this peer owned before but no longer does
         if not mine:
-            if ack and src is not None:
-                self._forward(cert, src)
             return
         batch = Batch()
         then = self._apply_into(cert, src, batch, now, ack=ack)
@@ -350,16 +366,19 @@ class Settlement:
         self._sync_epochs(src)
 
     def _forward(self, cert: Certificate, src: bytes) -> None:
-        """A gateway delivered a certificate to a former owner: hand it to the current owners of the
-        sides this peer owned (once per certificate), and tell the gateway about the newer epoch."""
+        """A gateway delivered a certificate to a former owner of one side or both: hand it to the
+        current owners of the sides this peer owned and no longer does (once per certificate)."""
         oid = cert.order.id
         if oid in self._forwarded:
             return
         before = (self.chain.committee(self.epoch - 1), self.chain.committee(cert.votes[0].epoch))
         targets: set[bytes] = set()
         for account in (cert.order.sender, cert.order.recipient):
+            now_owners = self.ring.owners(account)
+            if self.me in now_owners:
+                continue  # a side this peer still owns: it applies it itself
             if any(c is not None and c.epoch < self.epoch and self.me in c.owners(account) for c in before):
-                targets.update(self.ring.owners(account))
+                targets.update(now_owners)
         targets.discard(self.me)
         if not targets:
             return
@@ -429,6 +448,8 @@ class Settlement:
                 cert = Certificate.decode(known)
             except DecodeError:
                 cert = None
+        if self.trace:
+            self.out.add(Notify(PaymentTrace("received", order)))
         return self.gateway.submit(order, now, known_cert=cert)
 
     def payment(self, order_id: bytes) -> tuple[str, Certificate | None, Payment | None]:

@@ -542,9 +542,21 @@ def test_history_before_beyond_u64_is_400(net: Net, http: httpx.Client) -> None:
 # ---- 404 / 405 / 413 -----------------------------------------------------------------------------------------
 def test_unknown_route_and_payment_are_404(net: Net, http: httpx.Client) -> None:
     api = net.peers[0].api
-    for path in ("/", "/v2/status", "/v1/statuses", "/v1/accounts", "/v1/payments/ab/cd"):
+    for path in ("/v2/status", "/v1/statuses", "/v1/accounts", "/v1/payments/ab/cd"):
         err(http.get(api + path), 404, "not_found")
     err(http.get(f"{api}/v1/payments/{'ab' * 32}"), 404, "unknown_payment")
+
+
+def test_the_root_is_an_index_of_every_route(net: Net, http: httpx.Client) -> None:
+    doc = http.get(net.peers[0].api + "/").json()
+    paths = {r["path"]: r["methods"] for r in doc["routes"]}
+    assert paths["/v1/payments"] == ["POST"] and paths["/v1/status"] == ["GET"]
+    assert {"/v1/peers", "/v1/accounts/{address}/history", "/v1/epoch", "/metrics"} <= set(paths)
+    # Every route it names answers something other than 404 not_found (it exists).
+    for path, methods in paths.items():
+        if "{" not in path and methods == ["GET"]:
+            resp = http.get(net.peers[0].api + path)
+            assert resp.status_code != 404 or resp.json()["error"]["code"] != "not_found", path
 
 
 def test_wrong_method_is_405(net: Net, http: httpx.Client) -> None:

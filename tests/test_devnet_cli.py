@@ -131,6 +131,9 @@ def test_peers_log_each_payment_at_debug_as_text(net: tuple[Path, dict]) -> None
     wait_for(lambda: any("payment settled" in x for x in lines()) and sum("payment applied" in x for x in lines()) >= 4,
              30, "the payment's life in the logs")
     assert any("payment certified" in x and "ms_since_received=" in x for x in lines())
+    # The whole life: received at its gateway, voted by W owners at least, then certified and applied.
+    assert sum("payment received" in x for x in lines()) >= 1
+    assert sum("payment voted" in x for x in lines()) >= 3
     first = logs[0].read_text().splitlines()[0]
     assert not first.startswith("{") and " info " in first  # text, for people
 

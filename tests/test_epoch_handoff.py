@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from crypto.keys import SigningKey
 from crypto.messages import Order, Vote
 from peer.epoch_chain import EpochCertificate
 from peer.handoff import DONE, Handoff, HandoffConfig, make_cursor, parse_cursor, stream_past
 from peer.wire import (
     AccountReport,
+    CertDelivery,
     CertRange,
     CreditsRequest,
     EpochSyncRequest,
@@ -327,3 +329,65 @@ def test_streams_resume_from_stored_cursor_records(rig: Rig) -> None:
 def test_hold_table_round_trips() -> None:
     orders = (b"\x01" * 40, b"\x02" * 41)
     assert layout.decode_holds(layout.encode_holds(orders)) == orders
+
+
+def test_an_account_known_only_by_its_hold_set_is_still_reported(rig: Rig) -> None:
+    """An old owner may hold a hold set (inherited in an earlier handoff) for an account it has no
+    other state for. Its report must still travel to the next new owners, or they would count it
+    as holding nothing and could free a sequence an order may have been certified at (Lemma 2)."""
+    cert = rig.change(add=[NEW])
+    new_committee = cert.change.committee()
+    me_new = rig.keys[NEW].public
+    # A never-funded account that moves to NEW.
+    while True:
+        sender = SigningKey.generate()
+        old = rig.owners(sender.public, 0)
+        if me_new in new_committee.owners(sender.public) and me_new not in old:
+            break
+    holder = rig.index[old[0]]
+    order = Order.create(sender, rig.network_id, rig.account_keys[0].public, 1, 0, "held")
+    batch = Batch()
+    ledger = rig.peer(holder).settlement.ledger
+    ledger.set_holds(sender.public, 0, (order.encode(),), batch)
+    rig.write(holder, batch)
+    assert ledger.peek(sender.public) is None  # no state at all, only the hold set
+    rig.enter(cert)
+    handoff = rig.peer(holder).handoff
+    chunk = handoff._build_chunk(1, rig.peer(holder).settlement.chain.committee(0), new_committee, me_new,
+                                 None, set(), 1 << 20)
+    reports = [r for r in chunk.reports if r.account == sender.public]
+    assert reports and [o.id for o in reports[0].holds] == [order.id]
+
+
+def test_a_late_certificate_is_forwarded_for_the_side_a_peer_no_longer_owns(rig: Rig) -> None:
+    """11.6: a gateway still in the old epoch delivers to the old owners. A peer that owned the
+    sender then but now owns only the recipient applies its side and forwards the certificate to
+    the sender's current owners."""
+    cert = rig.change(add=[NEW])
+    new = cert.change.committee()
+    n = len(rig.account_keys)
+    found = None
+    for s in range(n):
+        for r in range(n):
+            if s == r:
+                continue
+            a, b = rig.account_keys[s].public, rig.account_keys[r].public
+            for peer in set(rig.owners(a, 0)) - set(new.owners(a)):
+                if peer in new.owners(b):
+                    found = (s, r, rig.index[peer])
+                    break
+            if found:
+                break
+        if found:
+            break
+    assert found, "no peer lost a sender and kept a recipient in this ring"
+    s, r, p = found
+    late = rig.pay(s, r, 1, deliver=False)  # certified in epoch 0, not yet delivered
+    rig.enter(cert)
+    rig.advance(3)
+    node = rig.peer(p).settlement
+    node.handle(rig.keys[0].public, CertDelivery(late), rig.now)
+    sent = [e for e in node.out.drain()]
+    forwarded = {getattr(e, "dst", None) for e in sent if type(getattr(e, "msg", None)) is CertDelivery}
+    sender_owners = set(new.owners(rig.account_keys[s].public)) - {rig.keys[p].public}
+    assert sender_owners and sender_owners <= forwarded

@@ -34,6 +34,7 @@ import trio
 
 from crypto.keys import SigningKey
 from devnet import epochs, layout, processes
+from devnet.audit import configured_tokens
 from devnet.bench import Bench, BenchConfig, Ticket
 from devnet.layout import Devnet
 from peer.committee import Committee
@@ -73,12 +74,14 @@ def _latency(tickets: list[Ticket], start: float = float("-inf"), end: float = f
 def _placements_moved(devnet: Devnet, old: Committee, new: Committee) -> tuple[int, int, int]:
     """(accounts whose owner set changed, (account, owner) placements moved, all placements)."""
     accounts: set[bytes] = set()
+    tokens = configured_tokens(devnet)
     with httpx.Client(timeout=30) as client:
         for entry in epochs.running(devnet):
             after = None
+            headers = {"Authorization": f"Bearer {tokens[entry.name]}"} if entry.name in tokens else {}
             while True:
                 params = {"limit": "5000", **({"after": after} if after else {})}
-                doc = client.get(f"{entry.api}/v1/audit/accounts", params=params).json()
+                doc = client.get(f"{entry.api}/v1/audit/accounts", params=params, headers=headers).json()
                 accounts.update(bytes.fromhex(r["account"]) for r in doc["accounts"])
                 after = doc["next_after"]
                 if after is None:
