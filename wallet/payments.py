@@ -1,6 +1,6 @@
 """Sending, idempotently, and finding out what became of a payment.
 
-The rules (the "why" is DESIGN.md's settlement section: owners lock `(sender, seq)` to the first
+The rules (the "why" is docs/protocol.md, section 8: owners lock `(sender, seq)` to the first
 order they vote for, so two different orders signed for one seq can split the owners' locks and
 freeze the account; a wallet must never do that):
 
