@@ -30,10 +30,11 @@ def normalize(url: str) -> str:
 
 
 def process_state(entry: PeerEntry, devnet: Devnet) -> str:
-    if not processes.is_running(entry, devnet):
+    pid = processes.live_pid(devnet, entry)
+    if pid is None:
         return "stopped"
     try:  # state letter after the command name in /proc/PID/stat: T = stopped by a signal
-        state = Path(f"/proc/{entry.pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
     except (OSError, IndexError):
         return "running"
     return "paused" if state in ("T", "t") else "running"
