@@ -200,6 +200,9 @@ class Console:
                 "load": self.load.as_dict() if self.load else None,
                 "rate_now": sum(r.payments.get("settled", 0.0) for r in settled if r is not None),
                 "epochs": epochs.network_epoch(s.status for s in c.reachable() if s.status),
+                "committee": [s.ref.name for s in c.reachable()
+                              if s.status is not None and s.status.committee_member],
+                "committee_controls": self.control is not None and not self.read_only,
                 "log": list(self.actions)[::-1], "decimals": c.genesis.decimals if c.genesis else 0}
 
     # ---- actions ---------------------------------------------------------------------------------------
@@ -232,6 +235,16 @@ class Console:
         if rate is None or duration is None:
             return ActionResult(False, "rate and duration must be numbers")
         return self._record(f"load {rate:g}/s", await self.load.start(self.nursery, rate, duration))
+
+    async def committee_action(self, doc: dict[str, Any]) -> ActionResult:
+        if self.control is None:
+            return ActionResult(False, "committee changes from the console need a devnet (start with --devnet DIR); "
+                                "on other networks each operator runs `peer epoch propose` / `approve`")
+        action, name = doc.get("action"), doc.get("peer")
+        if action not in ("add", "remove") or (action == "remove" and not isinstance(name, str)):
+            return ActionResult(False, "action must be add, or remove with a peer name")
+        what = "add a peer" if action == "add" else f"remove {name}"
+        return self._record(what, await self.control.committee(action, name if action == "remove" else None))
 
     async def send_action(self, doc: dict[str, Any]) -> ActionResult:
         if self.control is None:
@@ -329,6 +342,8 @@ def build_app(console: Console) -> Starlette:
             result = await console.load_action(doc)
         elif kind == "send":
             result = await console.send_action(doc)
+        elif kind == "committee":
+            result = await console.committee_action(doc)
         else:
             return _refuse(404, "not_found", f"no action {kind}")
         return JSONResponse(dataclasses.asdict(result), status_code=200 if result.ok else 422)

@@ -129,6 +129,37 @@ class DevnetControl:
                             _shown(args), {"payment_id": error.get("payment_id")} if isinstance(error, dict) else {})
 
 
+    async def committee(self, action: str, name: str | None) -> ActionResult:
+        """`devnet add-peer` (a new peer joins as an observer, then one epoch change makes it a
+        committee member) or `devnet remove-peer NAME`: proposed and approved on every committee
+        peer as its operator would, waiting until the new committee serves."""
+        if action == "add":
+            args = self._devnet_cmd("add-peer", "--json")
+        elif action == "remove" and name:
+            try:
+                self.devnet().peer(name)
+            except DevnetError as exc:
+                return ActionResult(False, str(exc))
+            args = self._devnet_cmd("remove-peer", name, "--json")
+        else:
+            return ActionResult(False, "committee actions are add, or remove with a peer name")
+        code, out, err = await _run(args, COMMITTEE_TIMEOUT)
+        try:
+            doc = json.loads(out) if out.strip() else {}
+        except json.JSONDecodeError:
+            doc = {}
+        if code == 0 and isinstance(doc, dict) and "epoch" in doc:
+            return ActionResult(True, f"epoch {doc['epoch']}: committee {', '.join(doc.get('committee', []))}",
+                                _shown(args), {"epoch": doc["epoch"]})
+        error = doc.get("error", {}) if isinstance(doc, dict) else {}
+        message = error.get("message") if isinstance(error, dict) else None
+        return ActionResult(False, f"the committee change failed: {message or _last_line(err) or f'exit {code}'}",
+                            _shown(args))
+
+
+COMMITTEE_TIMEOUT = 240.0  # a change waits for every new owner's handoff (devnet's own bound is 120 s)
+
+
 class LoadRun:
     """One `devnet bench` at a chosen rate, run in the background and stoppable."""
 

@@ -414,6 +414,30 @@ def test_a_load_run_starts_and_stops_from_the_page_and_traffic_shows_the_payment
     shot(page, "traffic")
 
 
+def test_a_peer_is_added_to_the_committee_from_the_page(net: Net, page: Any) -> None:
+    """Issue 12: with epochs, the console proposes and approves adding a peer (devnet add-peer)."""
+    before = {p.name for p in Devnet.load(net.devnet.root).peers}
+    page.goto(net.url + "controls")
+    page.locator("#epoch-now").wait_for()
+    assert "Current epoch: 0" in page.inner_text("#epoch-now")
+    page.click("#committee-add")
+    confirm(page)
+    page.locator("#committee-outcome.yes").wait_for(timeout=240_000)
+    assert "epoch 1" in page.inner_text("#committee-outcome")
+    added = {p.name for p in Devnet.load(net.devnet.root).peers} - before
+    assert len(added) == 1
+    name = added.pop()
+    # Every peer is in epoch 1, and the newcomer is a committee member that owns accounts.
+    for entry in Devnet.load(net.devnet.root).peers:
+        doc = httpx.get(entry.api + "/v1/status", timeout=5).json()
+        assert doc["epoch"] == 1, (entry.name, doc["epoch"])
+        if entry.name == name:
+            assert doc["committee_member"] and doc["owned_accounts"] > 0
+    page.locator("#action-log li", has_text="add a peer").wait_for()
+    page.locator("#epoch-now", has_text="Current epoch: 1").wait_for(timeout=30_000)
+    shot(page, "controls-committee")
+
+
 def test_a_killed_peer_turns_down_at_once_and_suspected_everywhere_within_the_detection_bound(net: Net, page: Any) -> None:
     page.goto(net.url + "network")
     page.locator('#peers tr[data-peer="peer3"][data-verdict="alive"]').wait_for()

@@ -82,9 +82,36 @@
 
   function epochs(d) {
     const e = d.epochs;
-    fill("epochs", e.available
-      ? el("p", {}, `Current epoch: ${e.text}. ${e.note}`)
-      : el("div", { class: "notice", id: "epochs-unavailable" }, "Not available on this network: the peers' API reports no epochs, so there is nothing to propose or approve yet."));
+    if (!e.available) {
+      fill("epochs", el("div", { class: "notice", id: "epochs-unavailable" }, "Not available on this network: the peers' API reports no epochs, so there is nothing to propose or approve yet."));
+      return;
+    }
+    const parts = [el("p", { id: "epoch-now" }, `Current epoch: ${e.text}. ${e.note}`),
+      el("p", { class: "muted small" }, `Committee: ${d.committee.join(", ") || "?"}`)];
+    if (d.committee_controls) {
+      const add = el("button", { class: "primary", id: "committee-add", type: "button" }, "Add a peer");
+      add.addEventListener("click", async () => {
+        if (!(await MP.confirm("Add a peer to the committee?", "devnet add-peer: a new peer starts as an observer, then the committee proposes and approves the next epoch; its accounts move to it while payments go on.", "Add"))) return;
+        fill("committee-result", el("span", { class: "muted" }, "changing the committee… (waits for the new owners' handoff)"));
+        const result = await MP.act("/api/control/committee", { action: "add" });
+        fill("committee-result", el("div", { id: "committee-outcome", class: result.ok ? "yes" : "no" }, result.message));
+      });
+      const before = document.getElementById("committee-remove-peer");
+      const select = el("select", { id: "committee-remove-peer", "aria-label": "Peer to remove" });
+      options(select, d.committee.map((n) => [n, n]), before ? before.value : undefined);
+      const remove = el("button", { class: "danger", id: "committee-remove", type: "button" }, "Remove");
+      remove.addEventListener("click", async () => {
+        const name = select.value;
+        if (!(await MP.confirm(`Remove ${name} from the committee?`, "devnet remove-peer: the next epoch leaves it out; it is stopped once its accounts have moved to their new owners.", "Remove"))) return;
+        fill("committee-result", el("span", { class: "muted" }, "changing the committee… (waits for the new owners' handoff)"));
+        const result = await MP.act("/api/control/committee", { action: "remove", peer: name });
+        fill("committee-result", el("div", { id: "committee-outcome", class: result.ok ? "yes" : "no" }, result.message));
+      });
+      parts.push(el("div", { class: "inline" }, add, " ", select, " ", remove));
+    } else {
+      parts.push(el("p", { class: "muted small" }, "On a network that is not a devnet, each committee operator proposes and approves on their own peer: peer epoch propose / peer epoch approve."));
+    }
+    fill("epochs", ...parts);
   }
 
   function render(d) {
