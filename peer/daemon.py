@@ -49,6 +49,7 @@ class StartupError(MeshpayError):
 
 
 MAX_OPEN_FILES = 65_536
+LEAVE_FLUSH = 3.0  # seconds a graceful stop waits for its departure notices to be sent
 
 
 def _raise_fd_limit() -> int:
@@ -229,7 +230,13 @@ class Daemon:
         node.runtime.perform(node.settlement.out.drain())
         node.membership.leave(now)
         node.runtime.perform(node.membership.out.drain())
-        await trio.sleep(0.2)  # let the departure notices reach the wire
+        # Let the departure notices reach the wire (a connection may need dialling first): until the
+        # queues to the members are empty, within LEAVE_FLUSH seconds, or the others take us for dead.
+        queued = getattr(node.links, "queued", None)
+        with trio.move_on_after(LEAVE_FLUSH):
+            while queued is not None and any(queued(m) for m in node.membership.alive()):
+                await trio.sleep(0.05)
+        await trio.sleep(0.2)
         await node.writer.drain()
 
     @staticmethod

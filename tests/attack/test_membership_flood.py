@@ -73,8 +73,8 @@ class Scale:
 
 # min_attempts: identities the attacker must at least have tried (it shares the CPU with the peers;
 # a starved attacker would make the test pass for nothing).
-DEFAULT = Scale(identities=2000, per_sync=20, sessions=300, session_peers=(0,), identity_seconds=30,
-                measure_clean=False, min_attempts=500, concurrency=64, identity_procs=1, retry_seconds=2.0)
+DEFAULT = Scale(identities=2000, per_sync=20, sessions=300, session_peers=(0,), identity_seconds=15,
+                measure_clean=False, min_attempts=300, concurrency=64, identity_procs=1, retry_seconds=2.0)
 FULL = Scale(identities=30_000, per_sync=100, sessions=1300, session_peers=(0, 1, 2, 3, 4), identity_seconds=900,
              measure_clean=True, min_attempts=30_000, concurrency=128, identity_procs=2, retry_seconds=10.0)
 
