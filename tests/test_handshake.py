@@ -233,8 +233,9 @@ def test_tampered_hello_refused(field: str, whose: str) -> None:
         r.receive(i_auth)
 
 
-@pytest.mark.parametrize("payload", [b"", b"\xff", b"garbage bytes", os.urandom(200),
-                                     Auth(bytes(64)).encode(), HandshakeReject(1, "x").encode()[:-1]])
+@pytest.mark.parametrize("payload", [b"", b"\xff", b"garbage bytes", bytes(range(200)),
+                                     Auth(bytes(64)).encode(), HandshakeReject(1, "x").encode()[:-1]],
+                         ids=["empty", "ff", "text", "200-bytes", "auth-first", "truncated-reject"])
 def test_malformed_first_frame(payload: bytes) -> None:
     i, _ = machines()
     i.start()
