@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 devnet: $(VENV)/.installed
 	$(VENV)/bin/devnet up $(DEVNET_ARGS)
 
+# Two workers, a test file each at a time (module fixtures such as a devnet stay in one worker).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 soak: $(VENV)/.installed
 	$(PY) -m pytest -q --soak -m soak
