@@ -262,12 +262,15 @@ class Collector:
         except (httpx.HTTPError, ValueError, KeyError, TypeError, MeshpayError) as exc:
             log.info("cannot read the epoch chain from %s: %s", api.url, exc)
             return
+        before = self.chain.epoch
         try:
             self.chain.extend_all(certs)
         except MeshpayError as exc:
             log.warning("%s serves an epoch chain that does not follow the genesis: %s", api.url, exc)
             return
         self._ring_calc = self.chain.current.ring
+        if self.chain.epoch != before:
+            self.ring = None  # the peers' ring layout changed with the committee: fetch it again
 
     def owners(self, account: bytes) -> tuple[bytes, ...]:
         return self._ring_calc.owners(account) if self._ring_calc is not None else ()

@@ -54,7 +54,8 @@ def network(c: Collector) -> dict[str, Any]:
     return {
         "network": {
             "name": g.name if g else None, "network_id": g.network_id.hex() if g else None,
-            "genesis": c.genesis_note, "committee": len(g.committee) if g else None,
+            "genesis": c.genesis_note,
+            "committee": len(c.chain.current.members) if c.chain else (len(g.committee) if g else None),
             "replication": g.replication if g else None, "quorum": g.quorum if g else None,
             "epoch": epochs.network_epoch(statuses), "source": c.source.describe(),
             "verdicts": health.counts(), "disagreements": sum(1 for r in health.rows if r.disagree),

@@ -436,6 +436,11 @@ def test_a_peer_is_added_to_the_committee_from_the_page(net: Net, page: Any) -> 
     page.locator("#action-log li", has_text="epoch 1: committee").wait_for()
     page.locator("#epoch-now", has_text="Current epoch: 1").wait_for(timeout=30_000)
     shot(page, "controls-committee")
+    # The ring drawn and the shares compared follow the new committee: no "ring share" alert.
+    wait_for(lambda: (doc := net.api("/api/network")).get("ring") and len(doc["ring"]["ids"]) == PEERS + 1,
+             30, "the console's ring to follow the new committee")
+    assert net.api("/api/network")["network"]["committee"] == PEERS + 1
+    assert not [a for a in net.api("/api/alerts")["alerts"] if a["kind"] == "ring share"]
 
 
 def test_a_killed_peer_turns_down_at_once_and_suspected_everywhere_within_the_detection_bound(net: Net, page: Any) -> None:
