@@ -15,7 +15,8 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > password
 members=""
 i=0
 while [ "$i" -lt "$peers" ]; do
-    peer init "peer$i" --password-file password --genesis "$(pwd)/genesis.json" --json > /dev/null
+    # (no --genesis: it does not exist yet; the peers read it from the shared volume, deploy/peer.toml)
+    peer init "peer$i" --password-file password --json > /dev/null
     members="$members --member $(peer id --config "peer$i/peer.toml")"
     i=$((i + 1))
 done
