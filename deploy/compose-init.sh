@@ -26,4 +26,9 @@ treasury="$(wallet address treasury --wallet-dir wallet)"
 peer genesis create --name "${MESHPAY_NETWORK_NAME:-meshpay-compose}" $members \
     --replication "${MESHPAY_REPLICATION:-4}" --quorum "${MESHPAY_QUORUM:-3}" \
     --alloc "$treasury=${MESHPAY_SUPPLY:-1000000}" --out genesis.json
+i=0
+while [ "$i" -lt "$peers" ]; do
+    cp genesis.json "peer$i/genesis.json"  # where each peer's own peer.toml looks for it
+    i=$((i + 1))
+done
 echo "compose-init: $peers peers; treasury account $treasury"
