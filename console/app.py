@@ -37,7 +37,7 @@ from console.control import (
     ActionResult,
     DevnetControl,
     LoadRun,
-    admin_stop,
+    admin_action,
 )
 from crypto.address import decode_address
 from crypto.errors import AddressError
@@ -219,11 +219,12 @@ class Console:
         name = state.ref.name
         if state.ref.process is not None and self.control is not None:
             result = await self.control.peer_action(name, action)
-        elif action == "stop" and state.admin == "enabled":
-            result = await admin_stop(self.collector.api(url), name)
+        elif action in ADMIN_ACTIONS and state.admin == "enabled":
+            result = await admin_action(self.collector.api(url), name, action)
         else:
             result = ActionResult(False, f"{action} is not available for {name}: the console controls devnet "
-                                  "peers through their processes and other peers through their admin API (stop only)")
+                                  "peers through their processes and other peers through their admin API "
+                                  "(with --admin-token)")
         return self._record(f"{action} {name}", result)
 
     async def load_action(self, doc: dict[str, Any]) -> ActionResult:

@@ -28,7 +28,7 @@ from devnet.layout import Devnet, DevnetError
 DEVNET_ACTIONS = ("pause", "resume", "stop", "start", "restart", "kill")
 DEVNET_ACTIONS_BY_STATE = {"running": ("pause", "stop", "restart", "kill"), "paused": ("resume", "stop", "kill"),
                            "stopped": ("start",)}
-ADMIN_ACTIONS = ("stop",)
+ADMIN_ACTIONS = ("stop", "restart", "pause", "resume")
 # devnet command lines per action; "stop" resumes a paused peer first, or SIGTERM would wait for it
 _STEPS: dict[str, list[list[str]]] = {
     "pause": [["kill", "--signal", "STOP"]],
@@ -233,10 +233,21 @@ class LoadRun:
         return ActionResult(True, "load run stopping", self.command)
 
 
-async def admin_stop(api: PeerApi, name: str) -> ActionResult:
+_ADMIN_DONE = {
+    "stop": "is stopping gracefully; its supervisor decides whether it starts again",
+    "restart": "is restarting: a graceful stop, then the same `peer run` on its data",
+    "pause": "takes no new payments (503 paused) until resumed; it still votes and applies",
+    "resume": "takes new payments again",
+}
+
+
+async def admin_action(api: PeerApi, name: str, action: str) -> ActionResult:
+    """One of `ADMIN_ACTIONS` through the peer's admin API (peer/api_admin.py)."""
+    command = f"POST {api.url}/v1/admin/{action}"
+    if action not in ADMIN_ACTIONS:
+        return ActionResult(False, f"unknown action {action!r}; use one of {', '.join(ADMIN_ACTIONS)}")
     try:
-        await api.admin_stop()
+        await api.admin(action)
     except PeerError as exc:
-        return ActionResult(False, f"stop {name} failed: {exc}", f"POST {api.url}/v1/admin/stop")
-    return ActionResult(True, f"{name} is stopping gracefully; its supervisor decides whether it starts again",
-                        f"POST {api.url}/v1/admin/stop")
+        return ActionResult(False, f"{action} {name} failed: {exc}", command)
+    return ActionResult(True, f"{name} {_ADMIN_DONE[action]}", command)

@@ -449,8 +449,9 @@ class PeerApi:
         d = await self._json("/v1/admin", headers=self._admin_headers())
         return AdminInfo(d.str("peer_id"), [str(a) for a in d.list("actions")], d.int("pid"))
 
-    async def admin_stop(self) -> None:
-        await self._json("/v1/admin/stop", method="POST", headers=self._admin_headers(), ok=(202,))
+    async def admin(self, action: str) -> None:
+        """POST /v1/admin/{stop|restart|pause|resume}."""
+        await self._json(f"/v1/admin/{action}", method="POST", headers=self._admin_headers(), ok=(200, 202))
 
 
 def _owner(d: _Doc) -> OwnerRef:

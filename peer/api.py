@@ -94,6 +94,7 @@ class Api:
         self.lookups = 0
         self._found: OrderedDict[bytes, Certificate] = OrderedDict()  # certificates found by lookups
         self.accepting = True
+        self.paused = False  # the operator paused new payments (admin API); the client service reads it too
         self.waiting = 0
         self.started = trio.current_time()
         self._share = (self.node.chain.epoch, self._ring_share())  # recomputed when the epoch changes
@@ -239,7 +240,7 @@ class Api:
             "network": node.genesis.name,
             "version": VERSION,
             "uptime_seconds": round(trio.current_time() - self.started, 3),
-            "accepting": self.accepting,
+            "accepting": self.accepting and not self.paused,
             "committee_member": node.id in node.chain.current,
             "committee_size": len(node.chain.current.members),
             "epoch": node.chain.epoch,
@@ -409,6 +410,8 @@ class Api:
         doc = await self._json_body(request)
         if not self.accepting:
             raise ApiError(503, "shutting_down", "this peer is shutting down; use another peer")
+        if self.paused:
+            raise ApiError(503, "paused", "this peer's operator paused new payments; use another peer")
         order_hex = doc.get("order")
         wait = doc.get("wait", "none")
         timeout = doc.get("timeout", 10.0)

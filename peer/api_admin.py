@@ -7,11 +7,13 @@ admin route answers 403 `admin_disabled`; a missing or wrong token answers 401 `
 - `POST /v1/admin/stop`: a graceful stop, exactly as SIGTERM (stop accepting payments, let those in
   flight finish within `tuning.shutdown_grace`, announce the departure, flush the store, exit 0).
   Answers 202 before the stop begins.
-
-A peer cannot pause itself (a paused process cannot hear "resume") or start itself again once
-stopped: those belong to whatever supervises the process (systemd: `systemctl kill -s STOP|CONT`,
-and `Restart=always` to start it again after a stop; a devnet: `devnet kill -s STOP|CONT`,
-`devnet restart`). docs/console.md says how the console does both.
+- `POST /v1/admin/restart`: the same graceful stop, then `peer run` starts again in the same process
+  (exec with the same command line) on the same data. Answers 202.
+- `POST /v1/admin/pause`, `POST /v1/admin/resume`: stop and start taking new payments from clients
+  (HTTP and the binary protocol answer 503 `paused`), for maintenance. The peer keeps voting,
+  applying certificates and gossiping meanwhile: its co-owners still count on it. (A process frozen
+  with SIGSTOP could not hear "resume": that kind of pause belongs to the supervisor, as `devnet
+  kill -s STOP|CONT` does on a devnet.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from starlette.routing import Route
 
 from peer.api import Api, ApiError
 
-ACTIONS = ("stop",)
+ACTIONS = ("stop", "restart", "pause", "resume")
+_restart = False  # read by `peer run` once the daemon has stopped
+
+
+def restart_requested() -> bool:
+    return _restart
 MIN_TOKEN_LENGTH = 16
 
 
@@ -49,7 +56,10 @@ class Admin:
     def routes(self) -> list[Route]:
         wrap = self.api._wrap
         return [Route("/v1/admin", wrap("admin", self.info)),
-                Route("/v1/admin/stop", wrap("admin_stop", self.stop), methods=["POST"])]
+                Route("/v1/admin/stop", wrap("admin_stop", self.stop), methods=["POST"]),
+                Route("/v1/admin/restart", wrap("admin_restart", self.restart), methods=["POST"]),
+                Route("/v1/admin/pause", wrap("admin_pause", self.pause), methods=["POST"]),
+                Route("/v1/admin/resume", wrap("admin_resume", self.resume), methods=["POST"])]
 
     def _authorize(self, request: Request) -> None:
         if not self._token:
@@ -68,3 +78,22 @@ class Admin:
         self._authorize(request)
         return JSONResponse({"peer_id": self.api.node.id.hex(), "stopping": True}, status_code=202,
                             background=BackgroundTask(_stop_self))
+
+    async def restart(self, request: Request) -> Response:
+        self._authorize(request)
+        global _restart
+        _restart = True
+        return JSONResponse({"peer_id": self.api.node.id.hex(), "restarting": True}, status_code=202,
+                            background=BackgroundTask(_stop_self))
+
+    def _accept(self, accepting: bool) -> Response:
+        self.api.paused = not accepting
+        return JSONResponse({"peer_id": self.api.node.id.hex(), "paused": self.api.paused})
+
+    async def pause(self, request: Request) -> Response:
+        self._authorize(request)
+        return self._accept(False)
+
+    async def resume(self, request: Request) -> Response:
+        self._authorize(request)
+        return self._accept(True)

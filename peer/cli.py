@@ -173,6 +173,7 @@ def run(
     password = read_password(password_file or settings.password_file)
     import trio
 
+    from peer import api_admin
     from peer.daemon import Daemon  # the whole peer: only `run` needs it (status, init stay light)
 
     try:
@@ -184,6 +185,11 @@ def run(
         status = EXIT_PASSWORD if isinstance(failure.__cause__, WrongPassword) else \
             _STARTUP_EXIT.get(failure.exit_code, failure.exit_code)
         raise Fail(str(failure), status) from exc
+    if code == 0 and api_admin.restart_requested():
+        # The operator asked for a restart (admin API): the same command line, a fresh process image.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "peer", *sys.argv[1:]])
     raise typer.Exit(code)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -29,6 +30,7 @@ class ClientService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.accepting = True
+        self.paused: Callable[[], bool] = lambda: False  # the admin API's pause (the daemon wires it)
         self.sessions = 0
 
     async def handle(self, session: ClientSession) -> None:
@@ -60,6 +62,10 @@ class ClientService:
         if not self.accepting:
             session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], "shutting_down",
                                        "this peer is shutting down", b"").encode())
+            return
+        if self.paused():
+            session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], "paused",
+                                       "this peer's operator paused new payments", b"").encode())
             return
         try:
             payment = self.node.submit(order)

@@ -190,6 +190,7 @@ class Daemon:
                       audit_token=s.api.audit_token, lookup_timeout=s.api.lookup_timeout,
                       admin_token=s.api.admin_token)
             service = ClientService(node)
+            service.paused = lambda: api.paused
             clients.append(service)
             await nursery.start(node.run)
             delegate.app = api.app

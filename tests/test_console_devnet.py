@@ -213,7 +213,7 @@ async def test_every_route_the_console_reads_parses_at_every_peer(net: Net) -> N
                 await api.admin_info()  # no token
             assert admin.value.code == "unauthorized" and admin.value.status == 401
             info = await PeerApi(http, entry.api, admin_token=ADMIN_TOKEN).admin_info()
-            assert info.peer_id == entry.peer_id and info.actions == ["stop"] and info.pid == processes.live_pid(devnet, entry)
+            assert info.peer_id == entry.peer_id and info.actions == ["stop", "restart", "pause", "resume"] and info.pid == processes.live_pid(devnet, entry)
     # the console itself: every topic answers, and no peer broke its contract
     network = net.api("/api/network")
     assert {r["name"] for r in network["rows"]} == {p.name for p in devnet.peers}
@@ -519,10 +519,36 @@ def test_a_peer_is_stopped_gracefully_through_its_admin_api_from_a_console(net: 
             return peers if peers.get(victim.api) else None
 
         actions = wait_for(offered, 30, "the console to find peer4's admin API")
-        assert actions[victim.api] == ["stop"]  # no pause or start: those are a supervisor's
-        result = httpx.post(console.url + "api/control/peer", headers={"X-Console": "1"},
-                            json={"peer": victim.api, "action": "stop"}, timeout=30).json()
-        assert result["ok"], result
+        assert actions[victim.api] == ["stop", "restart", "pause", "resume"]
+
+        def act(action: str) -> None:
+            result = httpx.post(console.url + "api/control/peer", headers={"X-Console": "1"},
+                                json={"peer": victim.api, "action": action}, timeout=30).json()
+            assert result["ok"], result
+
+        def status() -> dict[str, Any]:
+            return httpx.get(victim.api + "/v1/status", timeout=5).json()
+
+        # Pause: no new payments (503 paused), resume: taken again.
+        act("pause")
+        assert status()["accepting"] is False
+        refused = httpx.post(victim.api + "/v1/payments", json={"order": "00"}, timeout=10)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "paused", refused.text
+        act("resume")
+        assert status()["accepting"] is True
+        # Restart: a graceful stop, then the same `peer run` again (the same pid: exec) on its data.
+        pid, before = processes.live_pid(Devnet.load(net.root), victim), status()["uptime_seconds"]
+        act("restart")
+
+        def restarted() -> bool:
+            try:
+                return status()["uptime_seconds"] < before
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+
+        wait_for(restarted, 60, "peer4 to come back after its restart")
+        assert processes.live_pid(Devnet.load(net.root), victim) == pid
+        act("stop")
         wait_for(lambda: not processes.is_running(victim, Devnet.load(net.root)), 30, "peer4 to exit")
         assert "stopped" in processes.tail(Devnet.load(net.root), "peer4", 5)  # the graceful path, not a crash
 

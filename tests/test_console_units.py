@@ -224,7 +224,7 @@ def admin_client(token: str) -> httpx.AsyncClient:
     from peer.api import Api
 
     # the parts of the peer's Api the admin routes use; `_wrap` is the real one (errors as JSON)
-    api = SimpleNamespace(node=SimpleNamespace(id=bytes(range(32))), accepting=True, metrics=None)
+    api = SimpleNamespace(node=SimpleNamespace(id=bytes(range(32))), accepting=True, paused=False, metrics=None)
     api._wrap = lambda name, handler: Api._wrap(api, name, handler)
     app = Starlette(routes=api_admin.Admin(api, token).routes())
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://peer")
@@ -246,9 +246,15 @@ async def test_the_admin_api_is_off_without_a_token_and_needs_the_right_one(monk
             assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
         assert stops == []
         good = {"authorization": "Bearer a-token-of-enough-length"}
-        assert (await on.get("/v1/admin", headers=good)).json()["actions"] == ["stop"]
+        assert (await on.get("/v1/admin", headers=good)).json()["actions"] == ["stop", "restart", "pause", "resume"]
         answer = await on.post("/v1/admin/stop", headers=good)
         assert answer.status_code == 202 and answer.json()["stopping"] is True and stops == [1]
+        assert (await on.post("/v1/admin/pause", headers=good)).json()["paused"] is True
+        assert (await on.post("/v1/admin/resume", headers=good)).json()["paused"] is False
+        assert not api_admin.restart_requested()
+        answer = await on.post("/v1/admin/restart", headers=good)
+        assert answer.status_code == 202 and api_admin.restart_requested() and stops == [1, 1]
+        monkeypatch.setattr(api_admin, "_restart", False)
 
 
 def test_an_admin_token_must_be_long_enough() -> None:
