@@ -292,9 +292,11 @@ class Membership:
         return 1 + sum(1 for m in self.members.values() if m.state in (ALIVE, SUSPECT))
 
     def leave(self, now: float) -> None:
-        """Graceful departure: tell a few members we are leaving so they need not suspect us."""
-        update = Update(LEFT, self.id, self.incarnation, self.id, b"")
-        for target in self._pick(self.alive(), self.config.gossip_fanout * 2):
+        """Graceful departure: tell the members we are leaving so they need not suspect us. The
+        update carries our signed record, so a member that missed our latest incarnation (a
+        refutation) still accepts it."""
+        update = Update(LEFT, self.id, self.incarnation, self.id, self.record.encode())
+        for target in self.alive():
             self.out.send(target, Gossip((update,)))
 
     # ---- timers ------------------------------------------------------------------------------

@@ -548,6 +548,9 @@ def test_a_peer_is_stopped_gracefully_through_its_admin_api_from_a_console(net: 
 
         wait_for(restarted, 60, "peer4 to come back after its restart")
         assert processes.live_pid(Devnet.load(net.root), victim) == pid
+        # The console saw it go and come back: it checks the admin API again before offering it.
+        wait_for(lambda: (o := offered()) and o.get(victim.api) == ["stop", "restart", "pause", "resume"], 30,
+                 "the console to offer peer4's admin actions again")
         act("stop")
         wait_for(lambda: not processes.is_running(victim, Devnet.load(net.root)), 30, "peer4 to exit")
         assert "stopped" in processes.tail(Devnet.load(net.root), "peer4", 5)  # the graceful path, not a crash
