@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from peer.client_wire import STATUS_NAMES, WAIT_NONE, WAIT_SETTLED, PaymentStatu
 from peer.genesis import Genesis
 from peer.metrics import LATENCY_BUCKETS
 from peer.ring import Ring
+from tests.devnet_support import wait_for
 from tests.wallet_support import gone
 
 pytestmark = pytest.mark.slow
@@ -174,17 +175,6 @@ def views(client: httpx.Client, net: Net, key: bytes | SigningKey) -> list[dict[
 def next_seq(client: httpx.Client, net: Net, key: SigningKey) -> int:
     # The highest view: an owner that has not applied the latest debit yet reports one less.
     return max(v["next_seq"] for v in views(client, net, key))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def settled_everywhere(client: httpx.Client, net: Net, key: bytes | SigningKey, seq: int) -> list[dict[str, Any]]:
