@@ -190,6 +190,7 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._queue: dict[bytes, _Queued] = {}
         self._started = False
+        self._left = False
         self._next_probe = self._next_gossip = self._next_sync = self._next_reconnect = math.inf
         self._next_reap = math.inf
         self._now = 0.0  # the latest time we were given (for calls that take none)
@@ -298,9 +299,15 @@ class Membership:
         update = Update(LEFT, self.id, self.incarnation, self.id, self.record.encode())
         for target in self.alive():
             self.out.send(target, Gossip((update,)))
+        # From here on we neither probe nor gossip, and never refute: the members re-gossip our
+        # departure and its echo reaches us before we exit; refuting it would undo the departure.
+        self._left = True
+        self._started = False
 
     # ---- timers ------------------------------------------------------------------------------
     def next_deadline(self) -> float:
+        if not self._started:
+            return math.inf
         d = min(self._next_probe, self._next_gossip, self._next_sync, self._next_reconnect,
                 self._next_reap, self._next_seed_dial)
         if self._probe is not None:
@@ -589,6 +596,8 @@ class Membership:
         self.out.add(Penalize(src, 10, reason))
 
     def _about_me(self, src: bytes, u: Update) -> None:
+        if self._left:
+            return
         if u.state == ALIVE:
             if u.incarnation > self.incarnation and u.record:
                 try:

@@ -231,7 +231,10 @@ def test_status_tells_peers_that_left_from_dead_ones(net: tuple[Path, dict]) -> 
         return now if set(now) == {"peer0", "peer1", "peer2"} and all(
             now[n]["left"] == before[n]["left"] + 1 for n in now) else None
 
-    after = wait_for(seen_leaving, 60, "the peers to see peer3 leave", interval=0.5)
+    try:
+        after = wait_for(seen_leaving, 60, "the peers to see peer3 leave", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: before {before}, now {members()}") from None
     assert all(after[n]["dead"] == before[n]["dead"] for n in after)
     rows = json.loads(devnet("status", "--dir", root, "--json", check=True).stdout)["peers"]
     assert [r["running"] for r in rows] == [True, True, True, False]
