@@ -55,6 +55,13 @@ class _Live(Collector):
         writes.add_metric(["batches"], stats.batches)
         writes.add_metric(["groups"], stats.groups)
         yield writes
+        seconds = CounterMetricFamily("meshpay_group_commit_seconds", "Seconds the group-commit writer spent: "
+                                      "from taking a group to its callbacks (round trip), inside the write, "
+                                      "and of that syncing the write-ahead log", labels=["what"])
+        seconds.add_metric(["round_trip"], stats.write_seconds)
+        seconds.add_metric(["write"], stats.disk_seconds)
+        seconds.add_metric(["sync"], stats.sync_seconds)
+        yield seconds
         accounts = GaugeMetricFamily("meshpay_owned_accounts", "Accounts this peer holds as an owner")
         accounts.add_metric([], len(node.settlement.ledger.accounts))
         yield accounts

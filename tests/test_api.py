@@ -421,6 +421,10 @@ def test_metrics_parse_and_count_a_settled_payment(net: Net, http: httpx.Client)
     assert sample(after, "meshpay_transport_bytes_total", direction="in") > 0
     assert sample(after, "meshpay_transport_bytes_total", direction="out") > 0
     assert sample(after, "meshpay_http_requests_total", route="submit", code="400") >= 1
+    # Where the writer's time goes (the tail at half load follows the write-ahead log's sync).
+    spent = {w: sample(after, "meshpay_group_commit_seconds_total", what=w) for w in ("round_trip", "write", "sync")}
+    assert spent["round_trip"] >= spent["write"] >= spent["sync"] >= 0 and spent["write"] > 0, spent
+    assert spent["round_trip"] > sample(before, "meshpay_group_commit_seconds_total", what="round_trip")
 
 
 # ---- 400 -------------------------------------------------------------------------------------------------

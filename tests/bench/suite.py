@@ -9,7 +9,8 @@ Sections, in order:
   (`devnet bench --payments 4000 --accounts 250`) and at half of the throughput it reached, with
   CPU per payment from /proc for the peers and for the client, the fraction of the signature bound,
   latency to certified; then HTTP vs the binary protocol at the same concurrency; then what the
-  devnet costs idle after all of that;
+  devnet costs idle after all of that; then the same half load on a fresh devnet without fsync
+  (what the tail owes to the disk);
 - scaling: CPU per payment on 5, 10 and 20 peers (in one process);
 - idle: anti-entropy's idle cost with 1,000 vs 100,000 accounts held (simulated time).
 
@@ -78,8 +79,8 @@ def settlement(quick: bool) -> dict[str, Any]:
             "vote_checks": rows[0].vote_checks, "messages": rows[0].messages}
 
 
-def _start(root: Path) -> Devnet:
-    devnet = layout.create(root, peers=5, wallets=10, replication=4, quorum=3)
+def _start(root: Path, *, fsync: bool = True) -> Devnet:
+    devnet = layout.create(root, peers=5, wallets=10, replication=4, quorum=3, fsync=fsync)
     for entry in devnet.peers:
         processes.start_peer(devnet, entry)
     processes.wait_converged(devnet, timeout=90)
@@ -143,6 +144,15 @@ def devnet_section(quick: bool) -> dict[str, Any]:
             out["idle_after_pct_per_peer"] = _idle_devnet(devnet, 20.0)
         finally:
             _stop(devnet)
+        # The same half load on a fresh devnet that does not sync its write-ahead logs (`devnet up
+        # --no-fsync`): what the tail owes to the disk's sync latency rather than to CPU.
+        _log(f"devnet without fsync: half load ({rate:.0f}/s)")
+        devnet = _start(Path(tmp) / "devnet-no-fsync", fsync=False)
+        try:
+            out["half_no_fsync"] = _summary(_bench(devnet, BenchConfig(
+                accounts=100, payments=max(500, int(rate * (10 if quick else 25))), rate=rate)))
+        finally:
+            _stop(devnet)
     return out
 
 
@@ -198,6 +208,8 @@ def table(results: dict[str, Any]) -> Rows:
         rows.append(("devnet", "idle fresh, CPU per peer", f"{d['idle_fresh_pct_per_peer']:.2f}% of a core"))
         rows += _devnet_rows("devnet full", d["full"])
         rows += _devnet_rows("devnet half", d["half"])
+        if "half_no_fsync" in d:
+            rows += _devnet_rows("half, no fsync", d["half_no_fsync"])
         rows.append(("http vs binary", "throughput at concurrency 100 (settled/s)",
                      f"http {d['http']['throughput']:.1f} / binary {d['binary']['throughput']:.1f} "
                      f"= {d['http_over_binary']:.2f}"))
