@@ -37,6 +37,28 @@ def verify_backends(repeats: int) -> dict[str, float]:
             for name, fn in VERIFIERS.items()}
 
 
+def verify_after_idle(gaps_ms: tuple[float, ...] = (0.0, 2.0, 10.0), n: int = 300) -> dict[float, float]:
+    """Median CPU time of one verification that follows a sleep of each gap. A process that sleeps
+    between messages (a peer below full load) wakes on a cold core: the same check costs more,
+    which is why CPU per payment rises as the offered rate falls."""
+    key = SigningKey.generate()
+    network, body = os.urandom(32), os.urandom(150)
+    signed = signing_bytes(Purpose.ORDER, network, body)
+    signature = key.sign(Purpose.ORDER, network, body)
+    verify = VERIFIERS["libsodium"]
+    out: dict[float, float] = {}
+    for gap in gaps_ms:
+        times = []
+        for _ in range(n):
+            if gap:
+                time.sleep(gap / 1000)
+            start = time.thread_time_ns()
+            verify(key.public, signed, signature)
+            times.append((time.thread_time_ns() - start) / 1000)
+        out[gap] = statistics.median(times)
+    return out
+
+
 def bench_verify_backends(repeats: int) -> None:
     times = verify_backends(repeats)
     base = times["cryptography"]

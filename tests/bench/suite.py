@@ -38,7 +38,7 @@ from devnet.bench import Bench, BenchConfig, BenchReport
 from devnet.cpustat import CpuMeter
 from devnet.layout import Devnet
 from tests.bench import idle, scaling
-from tests.bench.foundation import verify_backends
+from tests.bench.foundation import verify_after_idle, verify_backends
 
 SECTIONS = ("foundation", "settlement", "devnet", "scaling", "idle")
 Rows = list[tuple[str, str, str]]
@@ -68,6 +68,7 @@ def foundation(quick: bool) -> dict[str, Any]:
         "verify_us": cost.verify_us,
         "verify_cryptography_us": backends["cryptography"],
         "verify_libsodium_us": backends["libsodium"],
+        "verify_after_idle_us": {f"{gap:g} ms": us for gap, us in verify_after_idle().items()},
         "decode_certificate_us": sigcost.median_us(lambda: Certificate.decode(raw), 2000, repeats),
         "encode_certificate_us": sigcost.median_us(cert.encode, 2000, repeats),
     }
@@ -196,6 +197,8 @@ def table(results: dict[str, Any]) -> Rows:
                  ("foundation", "Ed25519 verify libsodium / cryptography (us)",
                   f"{f['verify_libsodium_us']:.1f} / {f['verify_cryptography_us']:.1f} "
                   f"({f['verify_cryptography_us'] / f['verify_libsodium_us']:.2f}x)"),
+                 ("foundation", "verify after sleeping 0 / 2 / 10 ms, CPU (us)",
+                  " / ".join(f"{us:.1f}" for us in f["verify_after_idle_us"].values())),
                  ("foundation", "certificate decode / encode (us)",
                   f"{f['decode_certificate_us']:.1f} / {f['encode_certificate_us']:.1f}")]
     s = results.get("settlement")
