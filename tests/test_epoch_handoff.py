@@ -6,10 +6,7 @@ reporters lying about next_seq, held orders and credits."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from crypto.keys import SigningKey
 from crypto.messages import Order, Vote
@@ -33,15 +30,6 @@ from store.layout import StreamRecord
 from tests.epoch_rig import Rig
 
 NEW = 5  # the spare that joins in epoch 1
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def busy(rig: Rig, payments: int = 30) -> None:

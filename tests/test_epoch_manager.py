@@ -7,8 +7,6 @@ gateway's epoch rules (votes grouped by epoch, re-targeting, `handoff_pending` w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -33,15 +31,6 @@ from store import layout
 from tests.epoch_rig import Rig, key
 
 NEW = 5
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def members(rig: Rig) -> list[int]:

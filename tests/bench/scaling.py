@@ -1,14 +1,21 @@
 """CPU per payment as the network grows: the same load on 5, 10 and 20 peers in one process.
 
-    python -m tests.bench.scaling [--peers 5 10 20] [--payments 600] [--concurrency 16] [--json]
+    python -m tests.bench.scaling [--peers 5 10 20] [--payments 600] [--concurrency 16]
+                                  [--[no-]writer-thread] [--json]
 
-Real Ed25519 signatures, real RocksDB stores (synced group commit in a worker thread), in-memory
+Real Ed25519 signatures, real RocksDB stores (synced group commit; waiting for the disk in a
+worker thread only when there are as many cores as peers, the rule `devnet up` applies), in-memory
 links with no added latency. A payment involves its sender's and recipient's owners and its gateway,
 never every peer, so its CPU summed over all peers should not grow with the network. Each size is
 measured as: process CPU during the load (every peer runs in this process), and the same minus
 what the idle network costs over the same time (membership probes, anti-entropy and repair rounds,
 which grow with the number of peers but not with payments). Orders are signed before the clock
 starts (a wallet's work, not the network's).
+
+Both accounts' owners apply a payment. With 5 peers and N = 4 those are nearly the same four
+peers; from 10 peers on they are mostly distinct (up to 2N), so the table also counts the peers
+that applied each payment and the CPU per applying owner: that figure is the one a larger network
+must keep flat.
 """
 
 from __future__ import annotations
@@ -42,12 +49,22 @@ class ScalingRow:
     payment_cpu_us: float  # cpu_us minus the idle network's CPU over the same time
     messages: float  # peer-to-peer messages per payment (all kinds, including background)
     vote_checks: float  # vote signatures verified per payment
+    owners_applying: float  # distinct peers that applied each payment (owners of either account)
+    cpu_per_owner_us: float  # payment_cpu_us / owners_applying
     ratio: float = 1.0  # payment_cpu_us relative to the smallest network
+    owner_ratio: float = 1.0  # cpu_per_owner_us relative to the smallest network
 
 
-async def _measure(peers: int, payments: int, concurrency: int, seed: int) -> ScalingRow:
+def _writer_thread(peers: int, choice: bool | None) -> bool:
+    # `devnet up`'s rule (devnet/layout.py): wait for the disk in a thread only when every peer can
+    # have a core; here every peer shares this one process.
+    return peers <= (os.cpu_count() or 1) if choice is None else choice
+
+
+async def _measure(peers: int, payments: int, concurrency: int, seed: int,
+                   writer_thread: bool | None = None) -> ScalingRow:
     bank = BankNetwork(seed=seed, peers=peers, accounts=concurrency, profile=LinkProfile(latency=(0.0, 0.0)),
-                       fsync=True, writer_thread=True, flush_delay=0.0)
+                       fsync=True, writer_thread=_writer_thread(peers, writer_thread), flush_delay=0.0)
     per_account = math.ceil(payments / concurrency)
     rng = random.Random(seed)
     publics = [k.public for k in bank.keys]
@@ -68,6 +85,7 @@ async def _measure(peers: int, payments: int, concurrency: int, seed: int) -> Sc
             idle_cores = (time.process_time() - idle_start) / IDLE_SECONDS
             received0 = sum(sum(n.runtime.received.values()) for n in nodes)
             checks0 = sum(n.settlement.checker.signature_checks for n in nodes)
+            applied0 = sum(n.settlement.counters["certs_applied"] for n in nodes)
             start, cpu_start = time.perf_counter(), time.process_time()
             done = 0
 
@@ -90,26 +108,31 @@ async def _measure(peers: int, payments: int, concurrency: int, seed: int) -> Sc
             cpu = time.process_time() - cpu_start
             messages = sum(sum(n.runtime.received.values()) for n in nodes) - received0
             checks = sum(n.settlement.checker.signature_checks for n in nodes) - checks0
+            applied = sum(n.settlement.counters["certs_applied"] for n in nodes) - applied0
             nursery.cancel_scope.cancel()
     finally:
         bank.close()
-    return ScalingRow(peers, done, seconds, done / seconds, cpu / done * 1e6, idle_cores,
-                      max(0.0, cpu - idle_cores * seconds) / done * 1e6, messages / done, checks / done)
+    payment_cpu_us = max(0.0, cpu - idle_cores * seconds) / done * 1e6
+    return ScalingRow(peers, done, seconds, done / seconds, cpu / done * 1e6, idle_cores, payment_cpu_us,
+                      messages / done, checks / done, applied / done, payment_cpu_us / (applied / done))
 
 
-def run(sizes: list[int], payments: int, concurrency: int, seed: int = 1) -> list[ScalingRow]:
-    rows = [trio.run(_measure, n, payments, concurrency, seed) for n in sizes]
+def run(sizes: list[int], payments: int, concurrency: int, seed: int = 1,
+        writer_thread: bool | None = None) -> list[ScalingRow]:
+    rows = [trio.run(_measure, n, payments, concurrency, seed, writer_thread) for n in sizes]
     for row in rows:
         row.ratio = row.payment_cpu_us / rows[0].payment_cpu_us
+        row.owner_ratio = row.cpu_per_owner_us / rows[0].cpu_per_owner_us
     return rows
 
 
 def print_table(rows: list[ScalingRow], cost: sigcost.SigCost) -> None:
     print(f"  {'peers':>5} {'pay/s':>6} {'CPU/payment':>12} {'idle cores':>10} {'minus idle':>11} "
-          f"{'vs first':>8} {'msgs/pay':>8} {'vote checks':>11}")
+          f"{'vs first':>8} {'msgs/pay':>8} {'vote checks':>11} {'owners':>6} {'per owner':>9} {'vs first':>8}")
     for r in rows:
         print(f"  {r.peers:>5} {r.payments_per_second:>6.0f} {r.cpu_us:>9,.0f} us {r.idle_cores:>10.3f} "
-              f"{r.payment_cpu_us:>8,.0f} us {r.ratio:>7.2f}x {r.messages:>8.1f} {r.vote_checks:>11.1f}")
+              f"{r.payment_cpu_us:>8,.0f} us {r.ratio:>7.2f}x {r.messages:>8.1f} {r.vote_checks:>11.1f} "
+              f"{r.owners_applying:>6.2f} {r.cpu_per_owner_us:>6,.0f} us {r.owner_ratio:>7.2f}x")
     print(f"  (Ed25519 in this run: sign {cost.sign_us:.1f} us, verify {cost.verify_us:.1f} us CPU)")
 
 
@@ -119,10 +142,13 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--writer-thread", action=argparse.BooleanOptionalAction, default=None,
+                        help="wait for the disk in a worker thread (default: as `devnet up` decides, only "
+                             "when there are at least as many cores as peers)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
     cost = sigcost.measure(repeats=5, n=1000)
-    rows = run(args.peers, args.payments, args.concurrency, args.seed)
+    rows = run(args.peers, args.payments, args.concurrency, args.seed, args.writer_thread)
     if args.json:
         print(json.dumps({"rows": [asdict(r) for r in rows], "sign_us": cost.sign_us,
                           "verify_us": cost.verify_us}))

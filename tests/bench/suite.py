@@ -227,6 +227,8 @@ def table(results: dict[str, Any]) -> Rows:
         for r in sc["rows"]:
             rows.append(("scaling", f"{r['peers']} peers: CPU per payment (minus idle), vs 5 peers",
                          f"{r['payment_cpu_us']:,.0f} us, {r['ratio']:.2f}x (vote checks {r['vote_checks']:.1f})"))
+            rows.append(("scaling", f"{r['peers']} peers: owners applying, CPU per applying owner",
+                         f"{r['owners_applying']:.2f}, {r['cpu_per_owner_us']:,.0f} us, {r['owner_ratio']:.2f}x"))
     i = results.get("idle")
     if i:
         for r in i["rows"]:
