@@ -51,6 +51,11 @@ def _state(pid: int) -> str | None:
         return None
 
 
+def process_state(pid: int) -> str | None:
+    """The process state letter (R, S, T for stopped, Z...), or None when there is no such process."""
+    return _state(pid)
+
+
 def _alive(pid: int) -> bool:
     """The process exists and is not a zombie (a zombie is reaped here if it is our child)."""
     state = _state(pid)
