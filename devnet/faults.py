@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -346,16 +346,7 @@ def pause(devnet: Devnet, entry: PeerEntry) -> dict:
             doc["faults"].remove(fault)
             raise FaultError(f"{entry.name} is not running")
         fault["pid"] = pid
-    # A stop signal takes effect when the kernel next schedules the process, which on a busy
-    # machine can be after kill() returns: report the peer paused only once it is.
-    _wait_state(pid, lambda state: state in ("T", "t", None))
     return fault
-
-
-def _wait_state(pid: int, done: Callable[[str | None], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done(processes.process_state(pid)) and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def resume(devnet: Devnet, entry: PeerEntry) -> int | None:
@@ -363,8 +354,6 @@ def resume(devnet: Devnet, entry: PeerEntry) -> int | None:
     with _locked(devnet) as doc:
         pid = processes.signal_peer(devnet, entry, signal.SIGCONT)
         doc["faults"] = [f for f in doc["faults"] if not (f["kind"] == "pause" and f["peer"] == entry.name)]
-    if pid is not None:
-        _wait_state(pid, lambda state: state not in ("T", "t"))
     return pid
 
 

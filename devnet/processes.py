@@ -51,11 +51,6 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def process_state(pid: int) -> str | None:
-    """The process state letter (R, S, T for stopped, Z...), or None when there is no such process."""
-    return _state(pid)
-
-
 def _alive(pid: int) -> bool:
     """The process exists and is not a zombie (a zombie is reaped here if it is our child)."""
     state = _state(pid)
@@ -256,7 +251,10 @@ def start_peer(devnet: Devnet, entry: PeerEntry, *, log_level: str | None = None
 
 
 def signal_peer(devnet: Devnet, entry: PeerEntry, signum: int) -> int | None:
-    """Send `signum` to the peer's process; its pid, or None when it is not running."""
+    """Send `signum` to the peer's process; its pid, or None when it is not running. After SIGSTOP
+    or SIGCONT it returns once the process is stopped or running again (within a few seconds):
+    such a signal lands when the kernel next schedules the process, which on a busy machine can
+    be after kill() returns."""
     pid = live_pid(devnet, entry)
     if pid is None:
         return None
@@ -264,7 +262,18 @@ def signal_peer(devnet: Devnet, entry: PeerEntry, signum: int) -> int | None:
         os.kill(pid, signum)
     except ProcessLookupError:
         return None
+    if signum in (signal.SIGSTOP, signal.SIGCONT):
+        _wait_stopped(pid, signum == signal.SIGSTOP)
     return pid
+
+
+def _wait_stopped(pid: int, stopped: bool, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = _state(pid)
+        if state is None or (state in ("T", "t")) == stopped:
+            return
+        time.sleep(0.01)
 
 
 def wait_exit(entry: PeerEntry, devnet: Devnet, timeout: float, pid: int | None = None) -> bool:
