@@ -1,4 +1,4 @@
-"""A graceful departure sticks (sans-IO, no sockets, no clock).
+"""A graceful departure sticks (simulation: the gossip cluster of tests/sim on MockClock).
 
 The members re-gossip a departure at once, so its echo reaches the departing peer while it is
 still flushing its queues. A peer that took that echo for a claim against itself would refute
@@ -9,61 +9,38 @@ gone, for dead: every graceful stop would read as a crash (seen in CI under load
 from __future__ import annotations
 
 import math
-import random
 
-from crypto.keys import SigningKey
-from gossip.effects import Send
-from gossip.membership import Membership
-from gossip.wire import ALIVE, LEFT, Gossip, Update
+import pytest
+import trio
+from trio.testing import MockClock
 
-NETWORK = bytes(range(32))
-KEYS = [SigningKey.from_seed(bytes([i + 1]) * 32) for i in range(4)]
-COMMITTEE = frozenset(k.public for k in KEYS)
-
-
-def _mesh(seed: int) -> list[Membership]:
-    peers = [Membership(k, NETWORK, "127.0.0.1", 9100 + i, committee=COMMITTEE, rng=random.Random(seed + i))
-             for i, k in enumerate(KEYS)]
-    records = tuple(Update(ALIVE, p.id, 0, p.id, p.record.encode()) for p in peers)
-    for p in peers:
-        p.handle(peers[(peers.index(p) + 1) % len(peers)].id, Gossip(records), 0.0)
-        p.start(0.0)
-        p.out.drain()
-    return peers
+from gossip.membership import MembershipConfig
+from gossip.wire import ALIVE, DEAD, LEFT
+from tests.sim.cluster import GossipCluster
+from tests.sim.network import LinkProfile
 
 
-def _run(peers: list[Membership], until: float, now: float, gone: set[bytes]) -> float:
-    """Deliver every message at once (no loss) for the live peers, ticking in 50 ms steps."""
-    by_id = {p.id: p for p in peers}
-    while now < until:
-        now += 0.05
-        pending = []
-        for p in peers:
-            if p.id not in gone:
-                p.tick(now)
-                pending.extend((p.id, e) for e in p.out.drain() if type(e) is Send)
-        while pending:
-            src, effect = pending.pop(0)
-            dst = by_id.get(effect.dst)
-            if dst is None or dst.id in gone:
-                continue
-            dst.handle(src, effect.msg, now)
-            pending.extend((dst.id, e) for e in dst.out.drain() if type(e) is Send)
-    return now
+@pytest.fixture
+def clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
 
 
-def test_the_echo_of_a_departure_does_not_undo_it() -> None:
-    for seed in range(20):
-        peers = _mesh(seed)
-        leaver = peers[-1]
-        now = _run(peers, 3.0, 0.0, set())
-        assert all(p.state_of(leaver.id) == ALIVE for p in peers[:-1])
-        incarnation = leaver.incarnation
-        leaver.leave(now)
-        # The leaver still reads and answers for a while (it flushes its queues before exiting).
-        now = _run(peers, now + 1.0, now, set())
-        assert leaver.incarnation == incarnation and leaver.counters["refutations"] == 0, seed
-        assert leaver.next_deadline() == math.inf  # no more probes or gossip from a peer that left
-        now = _run(peers, now + 30.0, now, {leaver.id})
-        assert [p.state_of(leaver.id) for p in peers[:-1]] == [LEFT] * 3, seed
-        assert all(p.counters["deaths"] == 0 for p in peers[:-1]), seed
+@pytest.mark.parametrize("seed", range(10))
+async def test_the_echo_of_a_departure_does_not_undo_it(clock: MockClock, seed: int) -> None:
+    cluster = GossipCluster(5, seed=seed, profile=LinkProfile(latency=(0.001, 0.01)))
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery, stagger=0.01)
+        assert await cluster.wait_for(cluster.converged, timeout=60) is not None, f"seed {seed}"
+        leaver, others = cluster.nodes[-1], cluster.nodes[:-1]
+        incarnation = leaver.membership.incarnation
+        cluster.leave(leaver)
+        # It still reads and answers while it flushes its queues (the daemon waits up to 3 s).
+        await trio.sleep(1.0)
+        assert leaver.membership.incarnation == incarnation, f"seed {seed}: the leaver refuted its departure"
+        assert leaver.membership.counters["refutations"] == 0 and leaver.membership.next_deadline() == math.inf
+        cluster.crash(leaver)
+        await trio.sleep(MembershipConfig().detection_bound(5) + 5)
+        assert [cluster.view(n)[leaver.id] for n in others] == [LEFT] * 4, f"seed {seed}"
+        assert not any(ch.new in (DEAD, ALIVE) and ch.peer_id == leaver.id for n in others for _, ch in n.changes
+                       if ch.old == LEFT), f"seed {seed}: a departure was undone"
+        nursery.cancel_scope.cancel()

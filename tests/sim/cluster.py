@@ -156,6 +156,14 @@ class GossipCluster:
         assert node.membership is not None
         node.incarnation = node.membership.incarnation + 1
 
+    def leave(self, node: SimNode) -> None:
+        """A graceful stop's first half, as the daemon does it: announce the departure and send it.
+        The node keeps running (reading, answering) until the test crashes it, as a daemon does while
+        it flushes its queues."""
+        assert node.membership is not None and node.runtime is not None
+        node.membership.leave(trio.current_time())
+        node.runtime.perform(node.membership.out.drain())
+
     async def restart(self, node: SimNode) -> None:
         await self.boot(node)
 
