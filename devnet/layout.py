@@ -313,6 +313,13 @@ def _account(directory: Path, name: str, password: str) -> tuple[SigningKey, Wal
     return key, WalletEntry(name, encode_address(key.public), str(path))
 
 
+def disk_thread_pays(peers: int) -> bool:
+    """Whether peers sharing this machine should wait for the disk in a worker thread. With more
+    peers than cores, each hand-off to a disk thread waits for the OS to schedule it among busy
+    peers, which cost ~15 ms at p99 to certified on 2 cores with 5 peers (see docs)."""
+    return peers <= (os.cpu_count() or 1)
+
+
 def create(root: Path, *, peers: int = 5, wallets: int = 10, replication: int = 4, quorum: int = 3,
            balance: int = DEMO_BALANCE, decimals: int = DEFAULT_DECIMALS, fsync: bool = True,
            name: str | None = None, extra_accounts: list[bytes] | None = None, extra_balance: int = 0,
@@ -359,9 +366,7 @@ def _create(root: Path, peers: int, wallets: int, replication: int, quorum: int,
         host = hosts["addresses"][i] if hosts else "127.0.0.1"
         entries.append(PeerEntry(pname, key.public.hex(), ports[2 * i], ports[2 * i + 1], host))
     seeds = [f"{e.host}:{e.port}" for e in entries[:2]]
-    # More peers than cores: each hand-off to a disk thread waits for the OS to schedule it among
-    # busy peers, which cost ~15 ms at p99 to certified on 2 cores with 5 peers (see docs).
-    sync_in_thread = peers <= (os.cpu_count() or 1)
+    sync_in_thread = disk_thread_pays(peers)
     admin_token = secrets.token_urlsafe(24)  # devnet epoch commands act as every peer's operator
     for i, entry in enumerate(entries):
         # On test hosts, peer0 listens on every address of its namespace and advertises its own.

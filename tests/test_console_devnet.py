@@ -569,8 +569,7 @@ class FakeNetwork:
         # The two flagged accounts have every owner up (one of them down would show as an error row
         # instead of the disagreement the test looks for: a random failure one run in five or so).
         up = set(self.keys[:size - 5])
-        self.frozen, self.split = (next(a for a in iter(lambda: SigningKey.generate().public, None)
-                                        if set(self.ring.owners(a)) <= up) for _ in range(2))
+        self.frozen, self.split = self._account_owned_by(up), self._account_owned_by(up)
         self.genesis = Genesis("synthetic", tuple(self.keys), N, W, 8, 2,
                                (Allocation(self.frozen, 10_000), Allocation(self.split, 10_000)), b"\x05" * 16).validate()
         self.layout = ring_layout(self.ring)
@@ -578,6 +577,12 @@ class FakeNetwork:
         self.by_host = {httpx.URL(u).host: i for i, u in enumerate(self.urls)}
         self.index = {pid: i for i, pid in enumerate(self.keys)}
         self.answers: dict[tuple[int, str], bytes] = {}  # encoded once: this process also drives the browser
+
+    def _account_owned_by(self, peers: set[bytes]) -> bytes:
+        while True:
+            account = SigningKey.generate().public
+            if set(self.ring.owners(account)) <= peers:
+                return account
 
     def _json(self, i: int, path: str, build: Callable[[], Any]) -> httpx.Response:
         body = self.answers.get((i, path))

@@ -27,13 +27,17 @@ def _row(name: str, value: float, unit: str = "us") -> None:
     print(f"  {name:<44} {value:>12.2f} {unit}")
 
 
-def verify_backends(repeats: int) -> dict[str, float]:
-    """CPU time per Ed25519 verification of an order-sized message, by backend, in this run."""
+def _signed_order_sized() -> tuple[bytes, bytes, bytes]:
+    """(public key, signed bytes, signature) for an order-sized message: what a verify measures."""
     key = SigningKey.generate()
     network, body = os.urandom(32), os.urandom(150)
-    signed = signing_bytes(Purpose.ORDER, network, body)
-    signature = key.sign(Purpose.ORDER, network, body)
-    return {name: median_us(lambda fn=fn: fn(key.public, signed, signature), n=2000, repeats=repeats)
+    return key.public, signing_bytes(Purpose.ORDER, network, body), key.sign(Purpose.ORDER, network, body)
+
+
+def verify_backends(repeats: int) -> dict[str, float]:
+    """CPU time per Ed25519 verification of an order-sized message, by backend, in this run."""
+    public, signed, signature = _signed_order_sized()
+    return {name: median_us(lambda fn=fn: fn(public, signed, signature), n=2000, repeats=repeats)
             for name, fn in VERIFIERS.items()}
 
 
@@ -41,10 +45,7 @@ def verify_after_idle(gaps_ms: tuple[float, ...] = (0.0, 2.0, 10.0), n: int = 30
     """Median CPU time of one verification that follows a sleep of each gap. A process that sleeps
     between messages (a peer below full load) wakes on a cold core: the same check costs more,
     which is why CPU per payment rises as the offered rate falls."""
-    key = SigningKey.generate()
-    network, body = os.urandom(32), os.urandom(150)
-    signed = signing_bytes(Purpose.ORDER, network, body)
-    signature = key.sign(Purpose.ORDER, network, body)
+    public, signed, signature = _signed_order_sized()
     verify = VERIFIERS["libsodium"]
     out: dict[float, float] = {}
     for gap in gaps_ms:
@@ -53,7 +54,7 @@ def verify_after_idle(gaps_ms: tuple[float, ...] = (0.0, 2.0, 10.0), n: int = 30
             if gap:
                 time.sleep(gap / 1000)
             start = time.thread_time_ns()
-            verify(key.public, signed, signature)
+            verify(public, signed, signature)
             times.append((time.thread_time_ns() - start) / 1000)
         out[gap] = statistics.median(times)
     return out

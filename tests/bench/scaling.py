@@ -32,6 +32,7 @@ import trio
 
 from crypto.messages import Order
 from devnet import sigcost
+from devnet.layout import disk_thread_pays
 from tests.sim.bank import BankNetwork
 from tests.sim.network import LinkProfile
 
@@ -56,9 +57,8 @@ class ScalingRow:
 
 
 def _writer_thread(peers: int, choice: bool | None) -> bool:
-    # `devnet up`'s rule (devnet/layout.py): wait for the disk in a thread only when every peer can
-    # have a core; here every peer shares this one process.
-    return peers <= (os.cpu_count() or 1) if choice is None else choice
+    # `devnet up`'s rule; here every peer shares this one process.
+    return disk_thread_pays(peers) if choice is None else choice
 
 
 async def _measure(peers: int, payments: int, concurrency: int, seed: int,

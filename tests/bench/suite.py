@@ -128,8 +128,8 @@ def devnet_section(quick: bool) -> dict[str, Any]:
             out["full"] = _summary(full)
             rate = max(5.0, full.throughput / 2)
             _log(f"devnet: half load ({rate:.0f}/s)")
-            half = _bench(devnet, BenchConfig(accounts=100, payments=max(500, int(rate * (10 if quick else 25))),
-                                              rate=rate))
+            half_load = BenchConfig(accounts=100, payments=max(500, int(rate * (10 if quick else 25))), rate=rate)
+            half = _bench(devnet, half_load)
             out["half"] = _summary(half)
             http_payments = 600 if quick else 1500
             for via in ("binary", "http"):
@@ -150,8 +150,7 @@ def devnet_section(quick: bool) -> dict[str, Any]:
         _log(f"devnet without fsync: half load ({rate:.0f}/s)")
         devnet = _start(Path(tmp) / "devnet-no-fsync", fsync=False)
         try:
-            out["half_no_fsync"] = _summary(_bench(devnet, BenchConfig(
-                accounts=100, payments=max(500, int(rate * (10 if quick else 25))), rate=rate)))
+            out["half_no_fsync"] = _summary(_bench(devnet, half_load))
         finally:
             _stop(devnet)
     return out
