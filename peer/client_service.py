@@ -24,6 +24,9 @@ from peer.settlement import OrderRejected
 
 log = logging.getLogger("meshpay.client")
 _WAIT_STATUS = {WAIT_CERTIFIED: "certified", WAIT_SETTLED: "settled"}
+# Payments one session may wait on at once (its reply queue holds 1,024 replies). One watch per
+# payment per session: a resubmit of a payment already watched takes over that watch.
+MAX_WATCHES = 1024
 
 
 class ClientService:
@@ -35,7 +38,7 @@ class ClientService:
 
     async def handle(self, session: ClientSession) -> None:
         self.sessions += 1
-        watches: list[tuple[bytes, object]] = []
+        watches: dict[bytes, Callable[[PaymentEvent], bool]] = {}
         try:
             while True:
                 try:
@@ -53,10 +56,11 @@ class ClientService:
                 self._submit(session, msg, watches)
         finally:
             self.sessions -= 1
-            for order_id, callback in watches:
+            for order_id, callback in watches.items():
                 self.node.unwatch(order_id, callback)
 
-    def _submit(self, session: ClientSession, msg: Submit, watches: list) -> None:
+    def _submit(self, session: ClientSession, msg: Submit,
+                watches: dict[bytes, Callable[[PaymentEvent], bool]]) -> None:
         order = msg.order
         oid = order.id
         if not self.accepting:
@@ -66,6 +70,11 @@ class ClientService:
         if self.paused():
             session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], "paused",
                                        "this peer's operator paused new payments", b"").encode())
+            return
+        if msg.wait != WAIT_NONE and oid not in watches and len(watches) >= MAX_WATCHES:
+            # Refused before anything starts; the client may submit it again once some waits end.
+            session.send(PaymentStatus(msg.req, oid, STATUS_CODES["rejected"], "too_many_waiting",
+                                       f"this session already waits on {MAX_WATCHES} payments", b"").encode())
             return
         try:
             payment = self.node.submit(order)
@@ -84,14 +93,20 @@ class ClientService:
         target = _WAIT_STATUS[msg.wait]
         if RANK[event.status] >= RANK[target]:
             return
+        previous = watches.pop(oid, None)
+        if previous is not None:
+            self.node.unwatch(oid, previous)
         req = msg.req
 
         def on_event(ev: PaymentEvent) -> bool:
             self._send_status(session, req, ev)
-            return RANK[ev.status] >= RANK[target]
+            done = RANK[ev.status] >= RANK[target]
+            if done and watches.get(oid) is on_event:
+                del watches[oid]
+            return done
 
         self.node.watch(oid, on_event)
-        watches.append((oid, on_event))
+        watches[oid] = on_event
 
     @staticmethod
     def _send_status(session: ClientSession, req: int, event: PaymentEvent) -> None:

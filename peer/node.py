@@ -125,9 +125,11 @@ class Node:
         self._reports: dict[bytes, tuple[dict[bytes, PaymentReported], set[bytes], trio.Event]] = {}
         self.epochs.drain = self._perform_cores
         self._latest: dict[bytes, PaymentEvent] = {}
-        # order id -> callbacks; a callback returning True is done and removed
-        self._watchers: dict[bytes, list[Callable[[PaymentEvent], bool]]] = defaultdict(list)
-        self._status_answers: dict[bytes, dict[bytes, int]] = {}
+        # order id -> callbacks (a dict as an ordered set: removing one is O(1) however many watch);
+        # a callback returning True is done and removed
+        self._watchers: dict[bytes, dict[Callable[[PaymentEvent], bool], None]] = defaultdict(dict)
+        # order id -> the answer tables of every caller waiting on it (callers may overlap)
+        self._status_answers: dict[bytes, list[dict[bytes, int]]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -183,14 +185,12 @@ class Node:
 
     def watch(self, order_id: bytes, callback: Callable[[PaymentEvent], bool]) -> None:
         """Call `callback(event)` on each status change of a payment until it returns True."""
-        self._watchers[order_id].append(callback)
+        self._watchers[order_id][callback] = None
 
     def unwatch(self, order_id: bytes, callback: Callable[[PaymentEvent], bool]) -> None:
         callbacks = self._watchers.get(order_id)
-        if callbacks and callback in callbacks:
-            callbacks.remove(callback)
-            if not callbacks:
-                del self._watchers[order_id]
+        if callbacks is not None and callbacks.pop(callback, False) is None and not callbacks:
+            del self._watchers[order_id]
 
     async def wait(self, order_id: bytes, status: str, timeout: float) -> PaymentEvent | None:
         """Wait until the payment reaches `status` (or fails); None on timeout."""
@@ -230,14 +230,13 @@ class Node:
                 self._latest.pop(next(iter(self._latest)))
             callbacks = self._watchers.get(event.order_id)
             if callbacks:
-                remaining = [cb for cb in list(callbacks) if not cb(event)]
+                remaining = {cb: None for cb in list(callbacks) if not cb(event)}
                 if remaining:
                     self._watchers[event.order_id] = remaining
                 else:
                     self._watchers.pop(event.order_id, None)
         elif kind is StatusAnswer:
-            answers = self._status_answers.get(event.order_id)
-            if answers is not None:
+            for answers in self._status_answers.get(event.order_id, ()):
                 answers[event.src] = event.sides
         elif kind is PaymentReported:
             waiting = self._reports.get(event.order_id)
@@ -254,7 +253,8 @@ class Node:
     async def applied_by(self, order_id: bytes, owners: tuple[bytes, ...], timeout: float) -> dict[bytes, int]:
         """Ask owners which sides of a payment they applied (for `settled` away from the gateway)."""
         answers: dict[bytes, int] = {}
-        self._status_answers[order_id] = answers
+        tables = self._status_answers.setdefault(order_id, [])
+        tables.append(answers)
         try:
             self.settlement.query_status(order_id, owners)
             self.runtime.perform(self.settlement.out.drain())
@@ -262,7 +262,10 @@ class Node:
                 while len(answers) < len(owners):
                     await trio.sleep(0.01)
         finally:
-            self._status_answers.pop(order_id, None)
+            # By identity: another caller's table may hold equal answers and must stay.
+            tables[:] = [t for t in tables if t is not answers]
+            if not tables:
+                self._status_answers.pop(order_id, None)
         return answers
 
     async def find_payment(self, order_id: bytes, peers: tuple[bytes, ...], timeout: float) -> dict[bytes, PaymentReported]:
