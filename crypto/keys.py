@@ -43,6 +43,7 @@ class Purpose(enum.Enum):
     MESSAGE_ID = b"meshpay/message-id/1\x00"
     EPOCH_CHANGE = b"meshpay/epoch-change/1\x00"
     EPOCH_APPROVAL = b"meshpay/epoch-approval/1\x00"
+    ACCOUNT_VIEW = b"meshpay/account-view/1\x00"  # an owner's signed answer about an account
 
 
 def signing_bytes(purpose: Purpose, network_id: bytes, body: bytes) -> bytes:

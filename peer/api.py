@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from crypto.account_view import CHALLENGE_SIZE, AccountView
 from crypto.address import ADDRESS_LENGTH, decode_address, encode_address
 from crypto.errors import AddressError, DecodeError
 from crypto.messages import Certificate, Order
@@ -312,13 +313,51 @@ class Api:
         if evidence is not None:
             equivocation = {"seq": evidence.seq, "payment_ids": [i.hex() for i in evidence.ids],
                             "orders": [o.hex() for o in evidence.orders]}
-        return JSONResponse({
+        doc: dict[str, Any] = {
             "address": encode_address(account), "peer_id": self.node.id.hex(),
             "balance": state.balance if state else 0, "next_seq": state.next_seq if state else 0,
             "credits": state.credits if state else 0, "history_length": state.history if state else 0,
             "pending": pending, "lock": lock_json, "equivocation": equivocation,
             "decimals": self.node.genesis.decimals, "owners": self._owners_json(account),
-        })
+        }
+        challenge, seq = self._view_query(request)
+        if challenge is not None:
+            doc.update(self._attest(account, doc, lock, challenge, seq))
+        return JSONResponse(doc)
+
+    @staticmethod
+    def _view_query(request: Request) -> tuple[bytes | None, int | None]:
+        """`?challenge=` (32 bytes, hex) asks for a signed answer; `&seq=` adds the debit at seq."""
+        raw, raw_seq = request.query_params.get("challenge"), request.query_params.get("seq")
+        if raw is None:
+            if raw_seq is not None:
+                raise ApiError(400, "bad_query", "seq is only answered with a challenge")
+            return None, None
+        try:
+            challenge = bytes.fromhex(raw)
+            seq = None if raw_seq is None else int(raw_seq)
+        except ValueError as exc:
+            raise ApiError(400, "bad_query", "challenge must be hex and seq an integer") from exc
+        if len(challenge) != CHALLENGE_SIZE:
+            raise ApiError(400, "bad_query", f"challenge must be {CHALLENGE_SIZE} bytes")
+        if seq is not None and not 0 <= seq <= 2**64 - 1:
+            raise ApiError(400, "bad_query", "seq must be between 0 and 2^64-1")
+        return challenge, seq
+
+    def _attest(self, account: bytes, doc: dict[str, Any], lock: Any, challenge: bytes,
+                seq: int | None) -> dict[str, Any]:
+        """This owner's signature over what it answered (crypto/account_view.py)."""
+        ledger = self.node.settlement.ledger
+        debit = ledger.debit_at(account, seq) if seq is not None and seq < doc["next_seq"] else None
+        pending = None
+        if lock is not None:
+            locked = Order.decode(lock.order)
+            pending = (locked.seq, locked.id)
+        view = AccountView(self.node.id, account, doc["balance"], doc["next_seq"], doc["credits"],
+                           doc["history_length"], pending, seq, debit, challenge)
+        signature = view.sign(self.node.settlement.key, self.node.genesis.network_id)
+        return {"applied_at": None if seq is None else {"seq": seq, "payment_id": None if debit is None else debit.hex()},
+                "attestation": {"challenge": challenge.hex(), "signature": signature.hex()}}
 
     async def history(self, request: Request) -> Response:
         account = self._address(request.path_params["address"])

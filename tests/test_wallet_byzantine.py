@@ -22,6 +22,7 @@ from crypto.messages import Order
 from devnet import processes
 from devnet.layout import Devnet
 from tests.wallet_support import (
+    ImpersonatingGateway,
     LyingProxy,
     account_views,
     demo_env,
@@ -115,23 +116,39 @@ def test_no_certificate_verifies_anywhere_yet_the_owners_applied_it(net: Devnet,
     assert after["balance"] == before["balance"] - 700 and settled_view(net, 6)["balance"] == paid + 700
 
 
-def test_refused_order_is_replaced_at_the_same_seq(net: Devnet, env: dict[str, str]) -> None:
-    """A gateway that inflates the balance lets the wallet sign more than the account holds; the
-    owners refuse it. The wallet keeps the order until the next send shows it was never certified,
-    then signs the new one at the SAME seq, so the refused order can never be paid later."""
+def test_inflated_balance_from_the_gateway_signs_nothing(net: Devnet, env: dict[str, str]) -> None:
+    """A gateway that inflates the balance it reports: the wallet counts only the owners' signed
+    answers, so it refuses to sign more than the account holds (before owners signed their answers,
+    the gateway's number let the wallet sign an order the owners then refused)."""
     before = settled_view(net, 3)
     with LyingProxy(net.peers[2].api, inflate=5_000_000_00) as liar:
         too_much = wallet("send", "-a", "demo3", "--to", addr(net, 6), "--amount", "2000000", "--peer", liar.url,
                           "--json", env=env)
+        assert not liar.submitted, "an order was signed and sent"
     assert too_much.code == cli.EXIT_FUNDS, too_much
-    refused_id = too_much.json()["error"].get("payment_id")
+    smaller = wallet("send", "-a", "demo3", "--to", addr(net, 6), "--amount", "1", "--json", env=env)
+    assert smaller.code == 0, smaller
+    assert smaller.json()["seq"] == before["next_seq"] and smaller.json()["earlier"] is None, smaller.json()
+
+
+def test_refused_order_is_replaced_at_the_same_seq(net: Devnet, env: dict[str, str]) -> None:
+    """A gateway says the owners refused an order it never passed on. The wallet keeps the order
+    until the next send shows, from the owners, that it was never certified, then signs the new one
+    at the SAME seq, so the first can never be paid later."""
+    before = settled_view(net, 3)
+    with LyingProxy(net.peers[2].api, swallow=(422, "insufficient_funds")) as liar:
+        refused = wallet("send", "-a", "demo3", "--to", addr(net, 6), "--amount", "2", "--peer", liar.url,
+                         "--json", env=env)
+    assert refused.code == cli.EXIT_FUNDS, refused
+    assert len(liar.swallowed) == 1
     smaller = wallet("send", "-a", "demo3", "--to", addr(net, 6), "--amount", "1", "--json", env=env)
     assert smaller.code == 0, smaller
     assert smaller.json()["seq"] == before["next_seq"]
     assert smaller.json()["earlier"]["outcome"] == "never_certified", smaller.json()
     assert "replacing it" in smaller.err
-    if refused_id is not None:
-        assert smaller.json()["earlier"]["payment_id"] == refused_id
+    assert smaller.json()["earlier"]["payment_id"] == liar.swallowed[0]
+    after = settled_view(net, 3)
+    assert (after["next_seq"], after["balance"]) == (before["next_seq"] + 1, before["balance"] - 100)
 
 
 def _start(net: Devnet, entries: list) -> None:
@@ -203,3 +220,33 @@ def test_timeout_bounds_the_whole_send_with_two_owners_paused(net: Devnet, env: 
     # Main took 3 s of owner reads plus the whole wait (8.8 s here); the margin is for building the
     # CLI and signing on a loaded 2-core machine (0.8 s of typer set-up seen at load 20).
     assert took < 5 + 2.5, f"--timeout 5 took {took:.1f} s"
+
+
+def test_a_gateway_answering_for_the_owners_cannot_make_the_wallet_pay_twice(net: Devnet,
+                                                                              env: dict[str, str]) -> None:
+    """Found by an attacker's review: the wallet learns the owners' API addresses from its gateway,
+    so a gateway could point them all at itself and answer in their names ("that seq was used by
+    another payment"); the wallet then signed the next seq, and the gateway released the first
+    order too: one send, two debits. Owners now sign their answers over the wallet's challenge
+    (crypto/account_view.py): the forged answers count as silent owners, the wallet never signs a
+    second seq while the first order may complete, and the user pays once."""
+    before, paid = settled_view(net, 1), settled_view(net, 7)["balance"]
+    with ImpersonatingGateway(net.peers[2].api) as liar:
+        for _ in range(2):
+            wallet("send", "-a", "demo1", "--to", addr(net, 7), "--amount", "7", "--peer", liar.url,
+                   "--timeout", "15", "--json", env=env)
+    assert liar.orders, "the wallet never reached the impersonating gateway"
+    assert {seq for seq, _ in liar.orders} == {before["next_seq"]}, liar.orders  # never a second seq
+    assert wait_until(lambda: settled_view(net, 1)["next_seq"] <= before["next_seq"] + 1, 5)
+    # Through an honest peer, a new payment resolves whatever became of the first and is paid once.
+    done = wallet("send", "-a", "demo1", "--to", addr(net, 7), "--amount", "1", "--timeout", "30", "--json", env=env)
+    assert done.code == 0, done
+    assert len({pid for _, pid in liar.orders}) == 1, liar.orders  # the one order, resubmitted at most
+    after = settled_view(net, 1)
+    history = httpx.get(f"{net.peers[0].api}/v1/accounts/{addr(net, 1)}/history?limit=50", timeout=5.0).json()
+    new = sorted((e["seq"], e["amount"]) for e in history["entries"]
+                 if e["direction"] == "out" and e["seq"] >= before["next_seq"])
+    s = before["next_seq"]
+    assert new in ([(s, 700), (s + 1, 100)], [(s, 100)]), new  # the first paid once, or replaced
+    assert before["balance"] - after["balance"] == sum(a for _, a in new)
+    assert settled_view(net, 7)["balance"] == paid + sum(a for _, a in new)

@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from crypto import keystore
+from crypto.account_view import AccountView
+from crypto.address import decode_address
 from crypto.address import encode_address as addr_of
 from crypto.keys import SigningKey
 from crypto.messages import Certificate
@@ -295,15 +297,20 @@ def test_unknown_payment_exit_10(net: Devnet, env: dict[str, str]) -> None:
     assert "no peer asked knows" in result.err and result.json()["error"]["code"] == "unknown_payment"
 
 
-def test_owners_disagreeing_is_reported(net: Devnet, env: dict[str, str]) -> None:
-    with LyingProxy(net.peers[1].api, inflate=500_00) as liar:
+def test_a_lying_gateway_is_not_counted_and_a_misdirected_owner_is_reported(net: Devnet,
+                                                                             env: dict[str, str]) -> None:
+    """A gateway inflates the balance it reports and points one owner's address at another peer.
+    Its own answer is not signed over what it says, so it does not count; the other owners' signed
+    answers decide, and the owner the wallet could not read is reported (not a majority of one)."""
+    with LyingProxy(net.peers[1].api, inflate=500_00, apis={net.peers[3].api: net.peers[0].api}) as liar:
         result = wallet("balance", "-a", "demo5", "--peer", liar.url, "--json", env=env)
     assert result.code == 0, result
     doc = result.json()
+    assert doc["balance"] == layout.DEMO_BALANCE
+    assert sorted(v["balance"] for v in doc["views"]) == [layout.DEMO_BALANCE] * 3
     assert doc["consistent"] is False and doc["agree"] == 3 and doc["confirmed"] is True
-    assert doc["balance"] == layout.DEMO_BALANCE  # the three honest owners win
-    assert sorted(v["balance"] for v in doc["views"]) == [layout.DEMO_BALANCE] * 3 + [layout.DEMO_BALANCE + 500_00]
-    assert "owners disagree" in result.err and "1000500.00" in result.err
+    assert "another peer" in doc["errors"][net.peers[3].peer_id], doc["errors"]
+    assert f"owner {net.peers[3].peer_id[:12]} did not answer" in result.err and "1000500.00" not in result.err
 
 
 def test_sequence_recovered_after_lost_state_and_from_a_second_device(net: Devnet, env: dict[str, str],
@@ -379,15 +386,23 @@ def test_send_without_waiting_then_show_records_it(net: Devnet, env: dict[str, s
     assert nxt.json()["seq"] == sent.json()["seq"] + 1 and not nxt.json()["notes"]
 
 
+def _signed_view(key: SigningKey, account: str, network_id: bytes, request: httpx.Request, balance: int,
+                 next_seq: int = 2) -> dict:
+    """An owner's account answer, signed over the request's challenge as peer/api.py signs it."""
+    challenge = bytes.fromhex(request.url.params["challenge"])
+    view = AccountView(key.public, decode_address(account), balance, next_seq, 1, 3, None, None, None, challenge)
+    return {"address": account, "peer_id": key.public.hex(), "balance": balance, "next_seq": next_seq,
+            "credits": 1, "history_length": 3, "pending": None, "owners": [],
+            "attestation": {"challenge": challenge.hex(), "signature": view.sign(key, network_id).hex()}}
+
+
 def test_reads_follow_421_and_ignore_impostors() -> None:
     """A peer that does not own the account answers 421 with the owners; the wallet asks them, and an
     answer from a URL that claims to be another peer than the genesis ring says is not counted."""
-    genesis_owners = [bytes([i]) * 32 for i in range(1, 5)]
-    account = addr_of(bytes([9]) * 32)
-
-    def view(pid: bytes, balance: int) -> dict:
-        return {"address": account, "peer_id": pid.hex(), "balance": balance, "next_seq": 2, "credits": 1,
-                "history_length": 3, "pending": None, "owners": []}
+    network_id = bytes([7]) * 32
+    keys = [SigningKey.from_seed(bytes([i]) * 32) for i in range(1, 5)]
+    genesis_owners = [k.public for k in keys]
+    account = addr_of(SigningKey.from_seed(bytes([9]) * 32).public)
 
     def handler(request: httpx.Request) -> httpx.Response:
         port = request.url.port
@@ -397,15 +412,55 @@ def test_reads_follow_421_and_ignore_impostors() -> None:
             return httpx.Response(421, json={"error": {"code": "not_owner", "message": "ask", "owners": owners}})
         index = port - 8001
         if index == 3:  # claims to be owner 0
-            return httpx.Response(200, json=view(genesis_owners[0], 999))
-        return httpx.Response(200, json=view(genesis_owners[index], 500))
+            return httpx.Response(200, json=_signed_view(keys[0], account, network_id, request, 999))
+        return httpx.Response(200, json=_signed_view(keys[index], account, network_id, request, 500))
 
     client = PeerClient("http://gw:8000", transport=httpx.MockTransport(handler))
-    reading = client.read_account(account, tuple(genesis_owners), 3)
+    reading = client.read_account(account, tuple(genesis_owners), 3, network_id)
     assert sorted(v.balance for v in reading.answered) == [500, 500, 500]
     assert genesis_owners[3] in reading.errors and "another peer" in reading.errors[genesis_owners[3]]
     assert reading.agreed()[1] == 3 and reading.confirmed and not reading.consistent
     assert reading.next_seq(2) == 2
+
+
+def test_a_gateway_cannot_answer_in_the_owners_place() -> None:
+    """A Byzantine gateway lists itself as every owner and answers for them: unsigned answers, answers
+    it signed with its own key, and real owners' answers replayed from an earlier challenge all count
+    for nothing. Only the one owner whose own signature covers this request's challenge counts."""
+    network_id = bytes([7]) * 32
+    keys = [SigningKey.from_seed(bytes([i]) * 32) for i in range(1, 5)]
+    owners = tuple(k.public for k in keys)
+    account = addr_of(SigningKey.from_seed(bytes([9]) * 32).public)
+    gateway = SigningKey.from_seed(bytes([42]) * 32)
+    old: dict[str, dict] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 8000:
+            doc = _signed_view(gateway, account, network_id, request, 5, next_seq=9)
+            doc["owners"] = [{"peer_id": p.hex(), "api": f"http://gw:{8001 + i}", "state": "alive"}
+                             for i, p in enumerate(owners)]
+            return httpx.Response(200, json=doc)
+        index = request.url.port - 8001
+        if index == 0:  # unsigned, claiming seq 9 is used
+            doc = _signed_view(keys[0], account, network_id, request, 5, next_seq=9)
+            del doc["attestation"]
+        elif index == 1:  # signed by the gateway's key in owner 1's name
+            doc = _signed_view(gateway, account, network_id, request, 5, next_seq=9)
+            doc["peer_id"] = owners[1].hex()
+        elif index == 2:  # owner 2's real signature, but over an earlier challenge
+            doc = old.setdefault("2", _signed_view(keys[2], account, network_id, request, 5, next_seq=9))
+        else:  # the honest owner
+            doc = _signed_view(keys[3], account, network_id, request, 100, next_seq=0)
+        return httpx.Response(200, json=doc)
+
+    client = PeerClient("http://gw:8000", transport=httpx.MockTransport(handler))
+    client.read_account(account, owners, 3, network_id)  # owner 2's answer to this one is replayed next
+    reading = client.read_account(account, owners, 3, network_id)
+    assert [v.peer_id for v in reading.answered] == [owners[3]]
+    assert reading.answered[0].next_seq == 0 and reading.next_seq(2) is None
+    assert "not signed for this request" in reading.errors[owners[0]]
+    assert "not signed by the owner" in reading.errors[owners[1]]
+    assert "not signed for this request" in reading.errors[owners[2]]
 
 
 def test_subprocess_exit_status_and_streams(net: Devnet, env: dict[str, str]) -> None:

@@ -184,12 +184,16 @@ class LyingProxy:
     returns for payments (one vote signature), `zero_sig` replaces their order signature with zeros;
     `drop` passes a payment on to the peer, then closes the connection without answering; `fail`
     passes it on, then answers this `(http status, code)` error instead of the peer's answer;
+    `swallow` keeps a payment from the peer and answers this `(http status, code)` error;
     `apis` maps real API URLs to others in every answer (to point the wallet at more proxies).
     Everything else is passed through unchanged."""
 
     def __init__(self, upstream: str, *, inflate: int = 0, forge: bool = False, zero_sig: bool = False,
-                 drop: bool = False, fail: tuple[int, str] | None = None, apis: dict[str, str] | None = None) -> None:
+                 drop: bool = False, fail: tuple[int, str] | None = None, swallow: tuple[int, str] | None = None,
+                 apis: dict[str, str] | None = None) -> None:
         self.upstream = upstream
+        self.swallow = swallow
+        self.swallowed: list[str] = []  # payment ids kept from the peer
         self.inflate = inflate
         self.forge = forge
         self.zero_sig = zero_sig
@@ -205,6 +209,13 @@ class LyingProxy:
 
             def _relay(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0)) if method == "POST" else None
+                if method == "POST" and self.path.startswith("/v1/payments") and body and proxy.swallow:
+                    pid = Order.decode(bytes.fromhex(json.loads(body)["order"])).id.hex()
+                    proxy.swallowed.append(pid)
+                    status, code = proxy.swallow
+                    self._answer(status, json.dumps({"error": {"code": code, "message": "refused (a lie)",
+                                                               "payment_id": pid}}).encode())
+                    return
                 upstream = httpx.request(method, proxy.upstream + self.path, content=body, timeout=70.0,
                                          headers={"content-type": "application/json"} if body else None)
                 status, data = upstream.status_code, proxy.alter(self.path, upstream.content)
@@ -218,6 +229,9 @@ class LyingProxy:
                         status, code = proxy.fail
                         data = json.dumps({"error": {"code": code, "message": "refused (a lie)", "status": "failed",
                                                      "payment_id": upstream.json().get("payment_id")}}).encode()
+                self._answer(status, data)
+
+            def _answer(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -256,6 +270,106 @@ class LyingProxy:
         return text.encode()
 
     def __enter__(self) -> LyingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ImpersonatingGateway:
+    """A Byzantine gateway (an HTTP proxy in front of one real peer) that answers in the owners'
+    place: every owner's API address it hands out points back at itself, it keeps the first order
+    it is given and answers `seq_too_low`, and while it holds that order it tells the wallet, in
+    each owner's name, that the order's seq was used by another payment (its next_seq past it, no
+    lock, another payment applied there). When the wallet then submits a different order, it
+    releases the one it kept first: a wallet that believed it would pay twice."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.apis: dict[str, str] = {}  # peer id hex -> real API URL
+        self.kept: dict[str, Any] | None = None  # {"order": hex, "seq": int, "id": hex}
+        self.released = False
+        self.orders: list[tuple[int, str]] = []  # (seq, payment id) of every order it was given
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, doc: Any) -> None:
+                data = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _any(self) -> None:
+                size = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(size) if size else None
+                status, doc = proxy.answer(self.command, self.path, body)
+                self._reply(status, doc)
+
+            do_GET = do_POST = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _point_here(self, doc: Any) -> Any:
+        if isinstance(doc, dict):
+            return {k: (f"{self.url}/o/{doc['peer_id']}" if k == "api" and isinstance(doc.get("peer_id"), str)
+                        else self._point_here(v)) for k, v in doc.items()}
+        if isinstance(doc, list):
+            return [self._point_here(v) for v in doc]
+        return doc
+
+    def answer(self, method: str, path: str, body: bytes | None) -> tuple[int, Any]:
+        base = self.upstream
+        as_owner = path.startswith("/o/")
+        if as_owner:
+            _, _, pid, rest = path.split("/", 3)
+            base, path = self.apis[pid], "/" + rest
+        kept = self.kept
+        if as_owner and kept is not None and not self.released and "/history" in path:
+            return 200, {"address": path.split("/")[3], "next_before": None, "entries": [
+                {"index": 0, "payment_id": "ff" * 32, "direction": "out", "amount": 1, "seq": kept["seq"], "memo": ""}]}
+        if as_owner and kept is not None and not self.released and path.startswith("/v1/accounts/"):
+            upstream = httpx.get(base + path, timeout=10.0)
+            doc = upstream.json()
+            if upstream.status_code == 200:
+                doc["next_seq"] = kept["seq"] + 1
+                doc["pending"] = doc["lock"] = None
+                if isinstance(doc.get("applied_at"), dict):
+                    doc["applied_at"]["payment_id"] = "ff" * 32
+            return upstream.status_code, self._point_here(doc)
+        if method == "POST" and path == "/v1/payments" and body:
+            order = Order.decode(bytes.fromhex(json.loads(body)["order"]))
+            self.orders.append((order.seq, order.id.hex()))
+            if kept is None:
+                self.kept = {"order": order.encode().hex(), "seq": order.seq, "id": order.id.hex()}
+                return 422, {"error": {"code": "seq_too_low", "message": "sequence number already used",
+                                       "payment_id": order.id.hex()}}
+            if not self.released and order.id.hex() != kept["id"]:
+                self.released = True
+                httpx.post(self.upstream + "/v1/payments", json={"order": kept["order"], "wait": "settled",
+                                                                 "timeout": 20}, timeout=30.0)
+        upstream = httpx.request(method, base + path, content=body, timeout=70.0,
+                                 headers={"content-type": "application/json"} if body else None)
+        try:
+            doc = upstream.json()
+        except ValueError:
+            doc = {}
+        return upstream.status_code, self._point_here(doc)
+
+    def __enter__(self) -> ImpersonatingGateway:
+        for row in httpx.get(self.upstream + "/v1/peers", timeout=5.0).json()["peers"]:
+            if isinstance(row.get("api"), str):
+                self.apis[row["peer_id"]] = row["api"].rstrip("/")
         self.thread.start()
         return self
 

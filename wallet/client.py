@@ -25,6 +25,7 @@ A deadline bounds *every* request of a client once set: each one waits at most t
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections import Counter
@@ -34,7 +35,9 @@ from typing import Any
 
 import httpx
 
-from crypto.errors import MeshpayError
+from crypto.account_view import CHALLENGE_SIZE, AccountView
+from crypto.address import decode_address
+from crypto.errors import AddressError, MeshpayError
 from crypto.messages import Hello, Order
 from peer import genesis as genesis_file
 from peer.genesis import Genesis
@@ -171,6 +174,7 @@ class OwnerView:
     credits: int
     history_length: int
     pending: tuple[int, str] | None  # (seq, payment id) of the lock at next_seq
+    applied: str | None = None  # payment id of the debit it applied at the asked seq, if any
 
     def summary(self) -> tuple[int, int, int]:
         return (self.balance, self.next_seq, self.credits)
@@ -400,32 +404,62 @@ class PeerClient:
                 except ValueError:
                     continue
 
-    def _view(self, url: str, address: str, doc: dict[str, Any]) -> OwnerView:
+    @staticmethod
+    def _view(url: str, address: str, doc: dict[str, Any], network_id: bytes, challenge: bytes,
+              seq: int | None) -> OwnerView:
+        """An owner's answer, accepted only with that owner's signature over it and our challenge
+        (crypto/account_view.py): the peer that told us where the owners are cannot answer for them."""
         try:
             if doc.get("address") != address:
                 raise ValueError("it answered for another address")
+            account = decode_address(address)
             pending = doc.get("pending")
             lock = None
             if pending is not None:
                 lock = (_int(pending, "seq"), str(pending["payment_id"]))
-            return OwnerView(bytes.fromhex(doc["peer_id"]), url, _int(doc, "balance"), _int(doc, "next_seq"),
-                             _int(doc, "credits"), _int(doc, "history_length"), lock)
-        except (KeyError, TypeError, ValueError) as exc:
+            applied = None
+            if seq is not None:
+                at = doc.get("applied_at")
+                if not isinstance(at, dict) or at.get("seq") != seq:
+                    raise ValueError("it did not say what it applied at the sequence number asked")
+                applied = at.get("payment_id")
+                if applied is not None and not isinstance(applied, str):
+                    raise ValueError("`applied_at.payment_id` is not a payment id")
+            view = OwnerView(bytes.fromhex(doc["peer_id"]), url, _int(doc, "balance"), _int(doc, "next_seq"),
+                             _int(doc, "credits"), _int(doc, "history_length"), lock, applied)
+            attestation = doc.get("attestation")
+            if not isinstance(attestation, dict) or attestation.get("challenge") != challenge.hex():
+                raise ValueError("the answer is not signed for this request")
+            signature = bytes.fromhex(str(attestation.get("signature")))
+            signed = AccountView(view.peer_id, account, view.balance, view.next_seq, view.credits,
+                                 view.history_length, None if lock is None else (lock[0], bytes.fromhex(lock[1])),
+                                 seq, None if applied is None else bytes.fromhex(applied), challenge)
+        except (KeyError, TypeError, ValueError, AddressError) as exc:
             raise BadAnswer(url, f"malformed account answer: {exc}") from exc
+        if not signed.signature_valid(network_id, signature):
+            raise BadAnswer(url, f"the answer is not signed by the owner it names ({view.peer_id.hex()[:12]})")
+        return view
 
-    def _ask_owner(self, url: str, address: str) -> OwnerView | str:
+    def _ask_owner(self, url: str, address: str, query: str, network_id: bytes, challenge: bytes,
+                   seq: int | None) -> OwnerView | str:
         """One owner's view, or why there is none (never raises: one silent owner is expected)."""
         try:
-            doc = self.get(f"/v1/accounts/{address}", url)
-            return self._view(url, address, doc)
+            doc = self.get(f"/v1/accounts/{address}{query}", url)
+            return self._view(url, address, doc, network_id, challenge, seq)
         except ClientError as exc:
             return str(exc)
 
-    def read_account(self, address: str, owners: tuple[bytes, ...], quorum: int) -> AccountReading:
-        """Every owner's view of `address`. `owners` comes from the wallet's own genesis ring, so a
-        peer cannot point the wallet at owners of its choosing: answers from other ids are ignored."""
+    def read_account(self, address: str, owners: tuple[bytes, ...], quorum: int, network_id: bytes, *,
+                     seq: int | None = None) -> AccountReading:
+        """Every owner's signed view of `address` (with `seq`: also the debit each applied there).
+
+        `owners` comes from the wallet's own ring, and each answer must carry the signature of the
+        owner it names over a fresh challenge: a peer can point the wallet at wrong addresses (then
+        those owners count as silent), never answer in an owner's place."""
         reading = AccountReading(address, owners, quorum)
-        response = self._request("GET", self.url, f"/v1/accounts/{address}")
+        challenge = os.urandom(CHALLENGE_SIZE)
+        query = f"?challenge={challenge.hex()}" + ("" if seq is None else f"&seq={seq}")
+        response = self._request("GET", self.url, f"/v1/accounts/{address}{query}")
         if response.status_code not in (200, 421):
             raise self._error(self.url, response)
         doc = self._json(self.url, response)
@@ -434,8 +468,11 @@ class PeerClient:
             self._learn_owners(doc)
         else:
             self._learn_owners(doc)
-            view = self._view(self.url, address, doc)
-            if view.peer_id in owners:
+            try:
+                view = self._view(self.url, address, doc, network_id, challenge, seq)
+            except BadAnswer:
+                view = None  # the chosen peer's own answer does not count; the owners are asked below
+            if view is not None and view.peer_id in owners:
                 reading.views[view.peer_id] = view
         todo = [p for p in owners if p not in reading.views]
         missing = [p for p in todo if p not in self.peer_urls]
@@ -444,7 +481,8 @@ class PeerClient:
         asks = [p for p in todo if p in self.peer_urls]
         if asks:
             with ThreadPoolExecutor(max_workers=len(asks)) as pool:
-                answers = list(pool.map(lambda p: self._ask_owner(self.peer_urls[p], address), asks))
+                answers = list(pool.map(
+                    lambda p: self._ask_owner(self.peer_urls[p], address, query, network_id, challenge, seq), asks))
             for pid, answer in zip(asks, answers, strict=True):
                 if isinstance(answer, str):
                     reading.errors[pid] = answer
@@ -453,26 +491,6 @@ class PeerClient:
                 else:
                     reading.views[pid] = answer
         return reading
-
-    def applied_at(self, address: str, seq: int, url: str, *, pages: int = 4) -> str | None:
-        """The payment id of the debit an owner applied at `seq` of `address` (its history, newest
-        first, paged), or None if it lists none. Raises `ClientError` if it cannot be asked."""
-        before: int | None = None
-        for _ in range(pages):
-            query = f"?limit=200{'' if before is None else f'&before={before}'}"
-            page = self.get(f"/v1/accounts/{address}/history{query}", url)
-            rows = page.get("entries")
-            for row in rows if isinstance(rows, list) else []:
-                if not isinstance(row, dict) or row.get("direction") != "out" or not isinstance(row.get("seq"), int):
-                    continue
-                if row["seq"] == seq and isinstance(row.get("payment_id"), str):
-                    return row["payment_id"]
-                if row["seq"] < seq:  # debits are listed in seq order: it is not there
-                    return None
-            before = page.get("next_before")
-            if not isinstance(before, int):
-                return None
-        return None
 
     def history(self, address: str, urls: list[str], limit: int) -> tuple[str, dict[str, Any]]:
         """(url, history answer) from the first of `urls` that serves it."""

@@ -146,8 +146,10 @@ class Network:
     def owners(self, account: bytes) -> tuple[bytes, ...]:
         return self.ring.owners(account)
 
-    def read(self, account: bytes) -> AccountReading:
-        reading = self.client.read_account(encode_address(account), self.owners(account), self.genesis.quorum)
+    def read(self, account: bytes, seq: int | None = None) -> AccountReading:
+        """The owners' signed views of `account` (with `seq`: also the debit each applied there)."""
+        reading = self.client.read_account(encode_address(account), self.owners(account), self.genesis.quorum,
+                                           self.network_id, seq=seq)
         if not reading.answered:
             raise NoOwnerAnswered(self.client.url, "no owner of account "
                                   f"{encode_address(account)} answered ({'; '.join(reading.errors.values())})",
@@ -155,17 +157,10 @@ class Network:
         return reading
 
     def facts(self, order: Order, reading: AccountReading) -> tuple[OwnerFacts, ...]:
-        """Each answering owner's next_seq, lock, and (past the order's seq) the payment it applied there."""
-        rows = []
-        for view, bare in zip(reading.answered, self.facts_at(reading), strict=True):
-            applied = None
-            if view.next_seq > order.seq:
-                try:
-                    applied = self.client.applied_at(reading.address, order.seq, view.url)
-                except ClientError:
-                    applied = None  # that owner does not say: it counts for nothing
-            rows.append(OwnerFacts(bare.next_seq, bare.lock, applied))
-        return tuple(rows)
+        """Each answering owner's next_seq, lock, and (past the order's seq) the payment it applied
+        there, as the owner signed it (a reading taken with `seq=order.seq`; others name none)."""
+        return tuple(OwnerFacts(bare.next_seq, bare.lock, view.applied if view.next_seq > order.seq else None)
+                     for view, bare in zip(reading.answered, self.facts_at(reading), strict=True))
 
     @staticmethod
     def facts_at(reading: AccountReading) -> tuple[OwnerFacts, ...]:
@@ -180,6 +175,9 @@ class Network:
         """What became of `order`, from a verified certificate or its sender's owners (`decide`)."""
         pid = order.id.hex()
         found = self.find(pid, also, order.sender)
+        if any(v.next_seq > order.seq for v in reading.answered):
+            # Its seq is used somewhere: ask again, with the owners signing what they applied there.
+            reading = self.read(order.sender, seq=order.seq)
         answers = self.facts(order, reading)
         other = self._other_certificate(order, answers, reading)
         facts = Facts(pid, order.seq, len(reading.owners), self.genesis.quorum, self.trusted, answers,
