@@ -17,6 +17,8 @@ HTTP parsing and the ASGI plumbing), but this module decides who gets a connecti
   deadline in the API (`api.body_timeout`, 408).
 - `send_timeout` bounds each write of a response, so a client that never reads cannot hold a
   connection (hypercorn shields its writes from cancellation; the deadline sits inside the shield).
+  A write that fails because the client is gone ends the connection: requests it had pipelined are
+  not answered into the dead socket.
 - Running out of descriptors while accepting is logged at most once per 10 s, and accepting resumes
   after a short pause instead of spinning.
 
@@ -86,9 +88,10 @@ class _Conn:
 class _TimedStream:
     """The accepted socket stream, with a deadline on every write (see the module docstring)."""
 
-    def __init__(self, stream: trio.SocketStream, send_timeout: float) -> None:
+    def __init__(self, stream: trio.SocketStream, send_timeout: float, scope: trio.CancelScope) -> None:
         self._stream = stream
         self._send_timeout = send_timeout
+        self._scope = scope
         self._stalled = False
         self.socket = stream.socket
 
@@ -102,8 +105,16 @@ class _TimedStream:
             # Close for good: the application may go on writing, and each write must fail at once
             # (the reader task sees the close too and ends the connection).
             self._stalled = True
+            self._scope.cancel()
             await self._stream.aclose()
             raise trio.BrokenResourceError("the client did not read the response in time") from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # The client is gone. hypercorn would go on answering every request it had already
+            # received (pipelined ones included) into the dead socket: a few KB of pipelined
+            # requests from a client that hangs up at once cost a minute of CPU. End the connection.
+            self._stalled = True
+            self._scope.cancel()
+            raise
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         return await self._stream.receive_some(max_bytes)
@@ -229,7 +240,7 @@ class HttpServer:
     async def _run(self, key: int, conn: _Conn, stream: trio.SocketStream) -> None:
         try:
             with conn.scope:
-                timed = _TimedStream(stream, self.limits.send_timeout)
+                timed = _TimedStream(stream, self.limits.send_timeout, conn.scope)
                 server = _Connection(_Guard(self.app, conn), self.config, self.context,
                                      ConnectionState({}), timed)  # type: ignore[arg-type]
                 await server.run()

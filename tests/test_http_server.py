@@ -146,3 +146,37 @@ async def test_headers_over_the_limit_are_refused_and_the_connection_closed() ->
         assert data.startswith(b"HTTP/1.1 431 "), data
         await stream.aclose()
         stop.set()
+
+
+async def test_pipelined_requests_of_a_client_that_hung_up_are_not_answered() -> None:
+    """Found by an attacker's review: 500 pipelined GETs (27 KB) on 5 sockets closed at once kept a
+    peer answering into the dead sockets at a core's worth of CPU for over 20 s. A write that fails
+    because the client is gone now ends its connection."""
+    served = 0
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        nonlocal served
+        served += 1
+        await trio.sleep(0.002)  # a route with some work to it
+        body = b"y" * 20_000
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    requests_per_socket, sockets = 200, 5
+    async with trio.open_nursery() as nursery:
+        server = HttpServer(app, HttpLimits())
+        stop = trio.Event()
+        port = await nursery.start(server.serve, "127.0.0.1", 0, stop)
+        burst = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * requests_per_socket
+        for _ in range(sockets):
+            sock = trio.socket.socket()
+            await sock.connect(("127.0.0.1", port))
+            await sock.send(burst)
+            sock.close()  # gone before reading a byte
+        with trio.fail_after(10):
+            while served == 0 or server.conns:
+                await trio.sleep(0.05)
+        # Each dead connection answers a request or two before a write fails; not all 200.
+        assert served <= 4 * sockets, f"{served} of {sockets * requests_per_socket} pipelined requests answered"
+        stop.set()
