@@ -21,7 +21,7 @@ from crypto.keys import SigningKey
 from crypto.messages import ROLE_CLIENT
 from gossip.channel import max_message, take_batch
 from gossip.connection import Connection, TransportStats, connect
-from gossip.limits import DEFAULT_LIMITS, TransportLimits
+from gossip.limits import CLIENT_MAX_FRAME, DEFAULT_LIMITS, LogThrottle, TransportLimits
 from gossip.links import ConnectError
 
 log = logging.getLogger("meshpay.transport")
@@ -35,8 +35,9 @@ _SESSION_INBOX = 64
 class ClientSession:
     """The peer's side of one client connection, handed to the transport's `client_handler`."""
 
-    def __init__(self, conn: Connection, limits: TransportLimits) -> None:
+    def __init__(self, conn: Connection, limits: TransportLimits, throttle: LogThrottle | None = None) -> None:
         self._conn = conn
+        self._throttle = throttle
         self._max_queue = limits.client_queue
         self._max_frame = limits.max_frame
         self._max_message = max_message(limits.max_frame)
@@ -58,6 +59,14 @@ class ClientSession:
         """The next message from the client; trio.EndOfChannel once it has gone."""
         return await self._inbox.receive()
 
+    def note(self, kind: str, msg: str, *args: object) -> None:
+        """Log what a client did wrong or what failed, rate-limited per `kind` together with the
+        transport's other refusals (a client must not be able to fill the log)."""
+        if self._throttle is None:
+            log.info(msg, *args)
+        else:
+            self._throttle.log(trio.current_time(), logging.INFO, kind, msg, *args)
+
     def send(self, payload: bytes) -> None:
         """Queue a reply. A client that does not read fast enough is disconnected (overloaded)."""
         if len(payload) > self._max_message:
@@ -66,7 +75,8 @@ class ClientSession:
             return
         if len(self._queue) >= self._max_queue:
             self.overloaded = True
-            log.info("client %s:%d overloaded (%d replies queued): closing", *self.peer, len(self._queue))
+            self.note("client overloaded", "client %s:%d overloaded (%d replies queued): closing", *self.peer,
+                      len(self._queue))
             self.close()
             return
         self._queue.append(payload)
@@ -89,7 +99,7 @@ class ClientSession:
                 if not self._conn.closed:
                     if isinstance(exc, RemoteProtocolError):
                         self._conn.stats.protocol_errors[type(exc).__name__] += 1
-                    log.info("client %s:%d: %s: %s", *self.peer, type(exc).__name__, exc)
+                    self.note("client failed", "client %s:%d: %s: %s", *self.peer, type(exc).__name__, exc)
                 self._conn.close()
 
     async def _watch_idle(self, idle: float) -> None:
@@ -114,7 +124,7 @@ class ClientSession:
                 await self._conn.send(take_batch(self._queue, self._max_frame))
         except CONNECTION_FAILURES as exc:
             if not self._conn.closed:
-                log.info("client %s:%d: %s: %s", *self.peer, type(exc).__name__, exc)
+                self.note("client failed", "client %s:%d: %s: %s", *self.peer, type(exc).__name__, exc)
             self._conn.close()
         finally:
             done.set()
@@ -125,9 +135,10 @@ class ClientSession:
 ClientHandler = Callable[[ClientSession], Awaitable[None]]
 
 
-async def serve_client(conn: Connection, handler: ClientHandler, limits: TransportLimits) -> None:
+async def serve_client(conn: Connection, handler: ClientHandler, limits: TransportLimits,
+                       throttle: LogThrottle | None = None) -> None:
     """Run one client session until the handler returns or the connection ends."""
-    session = ClientSession(conn, limits)
+    session = ClientSession(conn, limits, throttle)
     writer_done = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session._read)
@@ -136,7 +147,8 @@ async def serve_client(conn: Connection, handler: ClientHandler, limits: Transpo
         try:
             await handler(session)
         except CONNECTION_FAILURES as exc:
-            log.info("client %s:%d: handler ended: %s: %s", *session.peer, type(exc).__name__, exc)
+            session.note("client failed", "client %s:%d: handler ended: %s: %s", *session.peer,
+                         type(exc).__name__, exc)
         # Let the replies already queued go out before closing, but not forever.
         session._finishing = True
         session._wake.set()
@@ -162,9 +174,11 @@ class ClientConnection:
         await self.send_many([payload])
 
     async def send_many(self, payloads: list[bytes]) -> None:
-        """Send several messages in one sealed frame (they must fit in one)."""
+        """Send several messages, as few sealed frames as a client may send (`CLIENT_MAX_FRAME`)."""
+        queue = deque(payloads)
         async with self._send_lock:
-            await self._conn.send(payloads)
+            while queue:
+                await self._conn.send(take_batch(queue, CLIENT_MAX_FRAME))
 
     async def receive(self) -> bytes:
         """The next message from the peer; trio.EndOfChannel when it closed the connection."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import trio
 
 from crypto.keys import SigningKey
-from crypto.messages import ROLE_PEER
+from crypto.messages import ROLE_CLIENT, ROLE_PEER
 from gossip.channel import Opener, Sealer
 from gossip.framing import FrameDecoder, encode_frame
 from gossip.handshake import (
@@ -37,7 +37,7 @@ from gossip.handshake import (
     HandshakeResult,
     HandshakeTimeout,
 )
-from gossip.limits import FrameFlood, TokenBucket, TransportLimits
+from gossip.limits import CLIENT_MAX_FRAME, FrameFlood, TokenBucket, TransportLimits
 
 READ_SIZE = 1 << 16
 _READS_PER_YIELD = 16  # successful reads in a row before the reader lets other tasks run
@@ -90,6 +90,8 @@ class Connection:
         self._sealer = Sealer(result.send_key, limits.max_frame)
         self._opener = Opener(result.recv_key)
         decoder.max_frame = limits.max_frame
+        if result.role == ROLE_CLIENT and not result.initiator:
+            decoder.max_frame = min(limits.max_frame, CLIENT_MAX_FRAME)  # what a client may send us
         self._decoder = decoder
         self._pending = pending
         now = trio.current_time()

@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 from crypto.errors import RemoteProtocolError
 
+# The largest frame a client may send. Clients only submit orders (a Submit is at most 1 KiB), and a
+# peer buffers a frame until it is complete: at the peer-to-peer limit (1 MiB) a few hundred client
+# sockets that each announce a frame and stop one byte short pinned ~2 MB of memory apiece.
+CLIENT_MAX_FRAME = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class TransportLimits:

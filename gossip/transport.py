@@ -502,7 +502,7 @@ class TcpTransport:
     async def _run_client(self, conn: Connection) -> None:
         assert self.client_handler is not None
         try:
-            await serve_client(conn, self.client_handler, self.limits)
+            await serve_client(conn, self.client_handler, self.limits, self._log)
         finally:
             conn.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import trio
@@ -22,7 +21,6 @@ from peer.gateway import GatewayFull, PaymentEvent
 from peer.node import RANK, Node
 from peer.settlement import OrderRejected
 
-log = logging.getLogger("meshpay.client")
 _WAIT_STATUS = {WAIT_CERTIFIED: "certified", WAIT_SETTLED: "settled"}
 # Payments one session may wait on at once (its reply queue holds 1,024 replies). One watch per
 # payment per session: a resubmit of a payment already watched takes over that watch.
@@ -48,10 +46,12 @@ class ClientService:
                 try:
                     msg = decode_any(payload)
                 except DecodeError as exc:
-                    log.info("client sent a malformed message", extra={"fields": {"error": str(exc)}})
+                    session.note("client protocol error", "client %s:%d sent a malformed message: %s",
+                                 *session.peer, exc)
                     return
                 if type(msg) is not Submit:
-                    log.info("client sent an unexpected message", extra={"fields": {"kind": type(msg).__name__}})
+                    session.note("client protocol error", "client %s:%d sent an unexpected message: %s",
+                                 *session.peer, type(msg).__name__)
                     return
                 self._submit(session, msg, watches)
         finally:

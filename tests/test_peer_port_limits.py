@@ -10,6 +10,7 @@ except where a rate limit must make something take at least so long.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -297,6 +298,25 @@ async def test_refusals_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFi
         refusing = [r for r in caplog.records if r.getMessage().startswith("refusing")]
         assert len(refusing) == 3, len(refusing)
         await keep.aclose()
+
+
+async def test_client_protocol_errors_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by an attacker's review: each client session that sent one undecryptable frame wrote a
+    log line (191 lines in 30 s), past the promised `log_burst` per kind per `log_interval`."""
+    server = make(client_handshakes_per_second=1000.0, log_burst=3, log_interval=600.0)
+    caplog.set_level(logging.INFO, logger="meshpay.transport")
+    async with serving(server):
+        for _ in range(30):
+            client = await open_client(HOST, server.port, NET)
+            raw = client._conn.stream
+            await raw.send_all(len(b"garbage!" * 8).to_bytes(4, "big") + b"garbage!" * 8)  # fails to open
+            with trio.fail_after(WAIT):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    assert await client._conn.receive() is None
+            await client.aclose()
+        await until(lambda: server.stats.connections_open == 0)
+        lines = [r for r in caplog.records if r.getMessage().startswith("client ")]
+        assert 1 <= len(lines) <= 3, [r.getMessage() for r in lines]
 
 
 def test_log_throttle_sums_up_what_it_held_back(caplog: pytest.LogCaptureFixture) -> None:

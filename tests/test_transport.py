@@ -578,3 +578,35 @@ def test_package_exports_what_it_claims() -> None:
         obj = getattr(gossip, name)
         assert obj.__module__.startswith("gossip."), name
     assert gossip.TcpTransport is TcpTransport
+
+
+async def test_client_frames_are_capped_far_below_peer_frames() -> None:
+    """Found by an attacker's review: a client socket announcing a 1 MiB frame and stopping one byte
+    short pinned ~2 MB at the peer (a few hundred sockets: hundreds of MB). A client may send frames
+    of at most CLIENT_MAX_FRAME; a bigger announcement closes the session before anything is
+    buffered, and `send_many` splits a large batch into frames that fit."""
+    from gossip.limits import CLIENT_MAX_FRAME
+
+    got: list[bytes] = []
+
+    async def collect(session: ClientSession) -> None:
+        while True:
+            try:
+                got.append(await session.receive())
+            except trio.EndOfChannel:
+                return
+
+    server = make(handler=collect)
+    async with running(server):
+        payloads = [bytes([i % 251]) * 1000 for i in range(200)]  # 200 KB: several client frames
+        async with await open_client(HOST, server.port, NET) as client:
+            await client.send_many(payloads)
+            await until(lambda: len(got) == len(payloads))
+        assert got == payloads
+        async with await open_client(HOST, server.port, NET) as client:
+            with trio.fail_after(WAIT):
+                await client._conn.send([b"z" * (CLIENT_MAX_FRAME + 1024)])  # one frame over the cap
+                with contextlib.suppress(trio.BrokenResourceError):  # reset, our bytes unread, or:
+                    assert await client._conn.receive() is None  # the peer closed the session
+        assert not got[len(payloads):]  # nothing of the oversized frame was handled
+        await until(lambda: server.stats.connections_open == 0)
