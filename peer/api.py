@@ -96,7 +96,10 @@ class Api:
         self._found: OrderedDict[bytes, Certificate] = OrderedDict()  # certificates found by lookups
         self.accepting = True
         self.paused = False  # the operator paused new payments (admin API); the client service reads it too
-        self.waiting = 0
+        # Requests waiting on a payment: key -> (payment id, the scope that ends its wait early)
+        self._waiters: OrderedDict[int, tuple[bytes, trio.CancelScope]] = OrderedDict()
+        self._waiter_seq = 0
+        self.waits_released = 0  # waits ended early to make room (their payment was stalled)
         self.started = trio.current_time()
         self._share = (self.node.chain.epoch, self._ring_share())  # recomputed when the epoch changes
         self.app = Starlette(routes=[
@@ -466,7 +469,7 @@ class Api:
             raise ApiError(400, "malformed_order", f"order is not valid: {exc}") from exc
         except DecodeError as exc:
             raise ApiError(400, "malformed_order", f"order is not valid: {exc}") from exc
-        if wait != "none" and self.waiting >= self.max_waiting:
+        if wait != "none" and self.waiting >= self.max_waiting and not self._release_stalled_wait():
             raise ApiError(429, "too_many_waiting", f"{self.waiting} requests are already waiting; retry shortly")
         try:
             payment = self.node.submit(order)
@@ -476,11 +479,18 @@ class Api:
             raise ApiError(503, "overloaded", str(exc), payment_id=order.id.hex()) from exc
         event = payment.event()
         if wait != "none" and RANK[event.status] < RANK[wait]:
-            self.waiting += 1
+            self._waiter_seq += 1
+            key, scope = self._waiter_seq, trio.CancelScope()
+            self._waiters[key] = (order.id, scope)
+            reached = None
             try:
-                reached = await self.node.wait(order.id, wait, float(timeout))
+                with scope:
+                    reached = await self.node.wait(order.id, wait, float(timeout))
             finally:
-                self.waiting -= 1
+                self._waiters.pop(key, None)
+            if scope.cancelled_caught:
+                # Released to make room: answer with where the payment is now (it goes on).
+                reached = self.node.current(order.id) or event
             if reached is None:
                 raise ApiError(504, "timeout", f"payment not {wait} within {timeout:g} s; check it later",
                                payment_id=order.id.hex(), status=self.node.current(order.id).status
@@ -496,6 +506,26 @@ class Api:
             raise ApiError(status, event.code or "failed", event.detail or "payment failed", **extra)
         body = self._payment_json(order, event.status, event.cert, None)
         return JSONResponse(body, status_code=202 if event.status == "pending" else 200)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _release_stalled_wait(self) -> bool:
+        """All wait slots are taken: end the oldest wait on a payment the owners keep turning away
+        for now (a sequence number ahead of the account, a handoff...), answering it with its status
+        so far. Orders that can never complete (a fresh key signing far ahead) cost nothing to make,
+        and used to hold every slot until their deadline, so honest waits got 429. False when every
+        waiting payment is making progress: then the newcomer gets 429 as before."""
+        gateway = self.node.settlement.gateway
+        for key, (oid, scope) in self._waiters.items():
+            p = gateway.lookup(oid)
+            if p is not None and p.status == "pending" and (p.retry or p.refused) and not scope.cancel_called:
+                scope.cancel()
+                del self._waiters[key]
+                self.waits_released += 1
+                return True
+        return False
 
     async def payment(self, request: Request) -> Response:
         oid = self._payment_id(request.path_params["payment_id"])

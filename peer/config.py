@@ -274,8 +274,9 @@ port = {api_port}
 allow_public = {allow_public}
 # Request bodies larger than this are refused with 413.
 max_body_bytes = 65536
-# Requests waiting on a payment at once; more are refused with 429 `too_many_waiting`
-# instead of queueing.
+# Requests waiting on a payment at once. When all are taken, the oldest wait on a payment the owners
+# are turning away for now (e.g. a sequence number ahead) is answered early to make room; otherwise
+# the newcomer gets 429 `too_many_waiting` instead of queueing.
 max_waiting = 128
 max_wait_seconds = 60.0
 # Open connections at most. When all are taken, the oldest one that is idle or still sending its

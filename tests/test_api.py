@@ -876,6 +876,10 @@ class TestLimitedDevnet:
                 assert account(http, by_id[owner], account_key)["owners"] == error["owners"]
 
     async def test_waiting_limit_429_and_gateway_capacity_503(self, small: Net) -> None:
+        """max_waiting = 1, max_in_flight = 1 at the gateway. A wait on a payment the owners keep
+        turning away (a sequence number ahead) gives its slot up to a newcomer, answered with its
+        status so far (an attacker's orders from fresh keys held every slot until their deadline);
+        a wait on a payment nobody refuses keeps its slot, and the newcomer gets 429."""
         gateway = small.peers[0]
         k0, k1 = small.key("demo0"), small.key("demo1")
         parked = Order.create(k0, small.nid, fresh_account(), 1, 5)  # seq ahead: pending until its deadline
@@ -885,25 +889,17 @@ class TestLimitedDevnet:
             async def status() -> dict[str, Any]:
                 return (await client.get(f"{gateway.api}/v1/status")).json()
 
-            async def park() -> None:
-                first["resp"] = await client.post(f"{gateway.api}/v1/payments", json={
-                    "order": parked.encode().hex(), "wait": "settled", "timeout": DEADLINE / 2})
+            async def park(order: Order, name: str) -> None:
+                first[name] = await client.post(f"{gateway.api}/v1/payments", json={
+                    "order": order.encode().hex(), "wait": "settled", "timeout": DEADLINE / 2})
 
             with trio.fail_after(20):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(park)
+                    nursery.start_soon(park, parked, "parked")
                     while (await status())["queues"]["waiting_requests"] < 1:
                         await trio.sleep(0.02)
                     assert (await status())["queues"]["gateway_in_flight"] == 1
-
-                    started = time.monotonic()
-                    resp = await client.post(f"{gateway.api}/v1/payments", json={
-                        "order": fresh.encode().hex(), "wait": "certified", "timeout": 30})
-                    assert time.monotonic() - started < 1.0, "429 must not wait for the busy slot"
-                    err(resp, 429, "too_many_waiting")
-                    assert resp.headers["retry-after"].isdigit()
-                    # Refused before the gateway saw it: no payment was started.
-                    err(await client.get(f"{gateway.api}/v1/payments/{fresh.id.hex()}"), 404, "unknown_payment")
+                    await trio.sleep(0.3)  # the owners have answered `seq_ahead` by now
 
                     started = time.monotonic()
                     resp = await client.post(f"{gateway.api}/v1/payments", json={
@@ -919,8 +915,49 @@ class TestLimitedDevnet:
                         got = await _statuses(conn, {9}, 5)
                         assert [(STATUS_NAMES[m.status], m.code) for m in got[9]] == [("rejected", "overloaded")]
 
-            error = err(first["resp"], 504, "timeout", "payment_id", "status")
-            assert (error["payment_id"], error["status"]) == (parked.id.hex(), "pending")
+                    started = time.monotonic()
+                    resp = await client.post(f"{gateway.api}/v1/payments", json={
+                        "order": fresh.encode().hex(), "wait": "certified", "timeout": 30})
+                    assert time.monotonic() - started < 1.0
+                    # The stalled wait made room (then the full gateway refused the newcomer, 503).
+                    err(resp, 503, "overloaded")
+                # The released request was answered at once with where its payment stood.
+                released = first["parked"]
+                assert released.status_code == 202 and released.json()["status"] == "pending", released.text
+                assert released.json()["payment_id"] == parked.id.hex()
+
+            # Now a wait on a payment nobody refuses: its sender's other owners are frozen.
+            wait_for_room = trio.current_time() + DEADLINE + 10
+            while (await status())["queues"]["gateway_in_flight"] > 0:  # the parked one fails
+                assert trio.current_time() < wait_for_room
+                await trio.sleep(0.2)
+            frozen = [p for p in small.peers if p is not gateway and bytes.fromhex(p.peer_id)
+                      in small.ring.owners(k1.public)]
+            assert frozen
+            try:
+                for p in frozen:
+                    os.kill(p.pid, signal.SIGSTOP)
+                with trio.fail_after(20):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(park, fresh, "fresh")
+                        while (await status())["queues"]["waiting_requests"] < 1:
+                            await trio.sleep(0.02)
+                        await trio.sleep(0.3)
+                        later = Order.create(k0, small.nid, fresh_account(), 1, 0)
+                        started = time.monotonic()
+                        resp = await client.post(f"{gateway.api}/v1/payments", json={
+                            "order": later.encode().hex(), "wait": "certified", "timeout": 30})
+                        assert time.monotonic() - started < 1.0, "429 must not wait for the busy slot"
+                        err(resp, 429, "too_many_waiting")
+                        assert resp.headers["retry-after"].isdigit()
+                        for p in frozen:
+                            os.kill(p.pid, signal.SIGCONT)
+            finally:
+                for p in frozen:
+                    os.kill(p.pid, signal.SIGCONT)
+            assert first["fresh"].status_code == 200 and first["fresh"].json()["status"] == "settled"
+            # The 429 was given before the gateway saw the order: no payment was started.
+            err(await client.get(f"{gateway.api}/v1/payments/{later.id.hex()}"), 404, "unknown_payment")
             assert (await status())["queues"]["waiting_requests"] == 0  # the slot was given back
             # Another gateway is not affected by this one's limits.
             ok = await client.post(f"{small.peers[1].api}/v1/payments", json={
