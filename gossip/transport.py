@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from functools import partial
 
 import trio
@@ -100,6 +100,17 @@ class _Wakeup:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
 
+class _Handshaking:
+    """An inbound handshake holding a slot: where from, how to drop it, whether its Hello came."""
+
+    __slots__ = ("heard", "host", "scope")
+
+    def __init__(self, host: str, scope: trio.CancelScope) -> None:
+        self.host = host
+        self.scope = scope
+        self.heard = False
+
+
 class _Peer:
     """What we know about one remote peer id: where to dial it and what waits to go there."""
 
@@ -155,7 +166,7 @@ class TcpTransport:
         self._book = PenaltyBook(limits.penalty_threshold, limits.penalty_half_life, limits.ban_seconds)
         self._nursery: trio.Nursery | None = None
         self._admission = Admission(limits, committee)
-        self._handshaking: OrderedDict[object, trio.CancelScope] = OrderedDict()  # oldest first
+        self._handshaking: OrderedDict[object, _Handshaking] = OrderedDict()  # oldest first
         self._log = LogThrottle(log, limits.log_burst, limits.log_interval)
         # Class budgets for outsiders; made in serve(), where there is a clock.
         self._outsider_messages: TokenBucket | None = None
@@ -440,22 +451,23 @@ class TcpTransport:
     async def _handshake_inbound(self, stream: trio.SocketStream, host: str, port: int) -> Connection | None:
         """Run the responder's handshake under the handshake-slot limit; None if it did not finish.
 
-        Nobody is proven before the handshake, so no address or key can be preferred here: when
-        all slots are taken, the oldest handshake is dropped for the newest. A flood of slow
-        handshakes can then delay a peer's (fast) handshake, but never lock it out for long.
+        Nobody is proven before the handshake, so no key can be preferred here. When all slots are
+        taken, one handshake is dropped for the newest: from the address holding the most slots,
+        the oldest that has not even sent its Hello, else that address's oldest. A flood of silent
+        sockets, however fast it reconnects, then evicts its own, never a client that has spoken
+        (an attacker's review found 400 reconnecting silent sockets locked clients out when the
+        plain oldest was dropped), and a flood from one address never evicts another address's.
         """
         if len(self._handshaking) >= self.limits.max_handshakes:
-            _, oldest = self._handshaking.popitem(last=False)
-            oldest.cancel()
-            self.stats.connections_evicted["handshake"] += 1
+            self._evict_handshake()
         token = object()
         with trio.CancelScope() as scope:
-            self._handshaking[token] = scope
+            pending = self._handshaking[token] = _Handshaking(host, scope)
             try:
                 return await accept(stream, self.identity, self.network_id, self.limits, self.stats,
                                     accept_roles=self._accept_roles(),
                                     admit=partial(self._admit_inbound, host),
-                                    screen=partial(self._screen, host))
+                                    screen=partial(self._screen_heard, host, pending))
             except Busy as exc:
                 self._refused(host, port, exc.reason)
             except CONNECTION_FAILURES as exc:
@@ -469,6 +481,19 @@ class TcpTransport:
                           "dropped the handshake from %s:%d: %d newer ones were waiting", host, port,
                           self.limits.max_handshakes)
         return None
+
+    def _evict_handshake(self) -> None:
+        counts = Counter(h.host for h in self._handshaking.values())
+        heaviest = max(counts, key=lambda host: counts[host])
+        mine = [(token, h) for token, h in self._handshaking.items() if h.host == heaviest]
+        token, victim = next(((t, h) for t, h in mine if not h.heard), mine[0])
+        del self._handshaking[token]
+        victim.scope.cancel()
+        self.stats.connections_evicted["handshake"] += 1
+
+    def _screen_heard(self, host: str, pending: _Handshaking, peer_id: bytes, role: int) -> None:
+        self._screen(host, peer_id, role)
+        pending.heard = True  # its Hello came and passed the screen
 
     def _refused(self, host: str, port: int, reason: str) -> None:
         self.stats.connections_refused[reason] += 1

@@ -610,3 +610,57 @@ async def test_client_frames_are_capped_far_below_peer_frames() -> None:
                     assert await client._conn.receive() is None  # the peer closed the session
         assert not got[len(payloads):]  # nothing of the oversized frame was handled
         await until(lambda: server.stats.connections_open == 0)
+
+
+async def _spoken(port: int, source: str = HOST) -> trio.SocketStream:
+    """A connection that sends a valid Hello (an outsider's) and then stalls before its Auth."""
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect((HOST, port))
+    stream = trio.SocketStream(sock)
+    hello = Handshake(SigningKey.generate(), NET, initiator=True, role=ROLE_PEER).start()
+    await stream.send_all(encode_frame(hello))
+    with trio.fail_after(WAIT):
+        assert await stream.receive_some(4096)  # the server's own Hello: ours was heard
+    return stream
+
+
+async def _still_open(stream: trio.SocketStream) -> bool:
+    with trio.move_on_after(0.3):
+        try:
+            return bool(await stream.receive_some(4096))  # nothing more is due from the server
+        except trio.BrokenResourceError:
+            return False
+    return True
+
+
+async def test_a_flood_of_silent_sockets_evicts_its_own_never_a_handshake_that_has_spoken() -> None:
+    """Found by an attacker's review: 400 silent sockets reconnecting as soon as they were dropped
+    churned the handshake slots so fast that clients' handshakes were evicted before they could
+    finish (0 of 15 got in). The silent ones now go first, from the address holding the most slots."""
+    server = make(max_handshakes=4)
+    async with running(server):
+        spoken = await _spoken(server.port)
+        silent = []
+        for _ in range(20):
+            silent.append(await trio.open_tcp_stream(HOST, server.port))
+            await trio.sleep(0.005)
+        await until(lambda: server.stats.connections_evicted["handshake"] >= 17)
+        assert await _still_open(spoken), "a handshake that had spoken was evicted by silent sockets"
+        for stream in (spoken, *silent):
+            await stream.aclose()
+        await until(lambda: server.stats.inbound_sockets == 0)
+
+
+async def test_a_handshake_flood_from_one_address_never_evicts_another_address() -> None:
+    """Even a flood whose Hellos pass the screen evicts from its own address first (the address
+    holding the most slots), so a client elsewhere keeps its slot."""
+    server = make(max_handshakes=4, outsider_handshakes_per_second=1000.0)
+    async with running(server):
+        elsewhere = await _spoken(server.port, source="127.0.0.2")
+        flood = [await _spoken(server.port) for _ in range(12)]
+        await until(lambda: server.stats.connections_evicted["handshake"] >= 9)
+        assert await _still_open(elsewhere), "the flood from 127.0.0.1 evicted 127.0.0.2's handshake"
+        for stream in (elsewhere, *flood):
+            await stream.aclose()
+        await until(lambda: server.stats.inbound_sockets == 0)
