@@ -570,3 +570,34 @@ def test_python_client_example_in_the_docs_runs(net: Devnet, env: dict[str, str]
     done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=full, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("demo0: ") and "settled" in done.stdout.splitlines()[-1], done.stdout
+
+
+def test_an_owners_signed_ids_count_only_in_their_one_spelling() -> None:
+    """Found by a review of the signed answers: ids are signed as bytes, but the wallet compares them
+    as text, and `bytes.fromhex` reads "AB" and "ab" alike. A gateway that passed the owners' signed
+    answers through with the applied payment's id upper-cased made every owner seem to have applied
+    *another* payment, so the wallet dropped a paid order and signed the next seq. Only the one
+    canonical spelling counts now."""
+    network_id = bytes([7]) * 32
+    key = SigningKey.from_seed(bytes([1]) * 32)
+    account = addr_of(SigningKey.from_seed(bytes([9]) * 32).public)
+    paid, locked = bytes([0xAB]) * 32, bytes([0xCD]) * 32
+
+    def answer(request: httpx.Request, spell) -> httpx.Response:
+        challenge = bytes.fromhex(request.url.params["challenge"])
+        view = AccountView(key.public, decode_address(account), 5, 3, 1, 3, (3, locked), 2, paid, challenge)
+        return httpx.Response(200, json={
+            "address": account, "peer_id": key.public.hex(), "balance": 5, "next_seq": 3, "credits": 1,
+            "history_length": 3, "pending": {"seq": 3, "payment_id": spell(locked.hex())},
+            "applied_at": {"seq": 2, "payment_id": spell(paid.hex())},
+            "owners": [{"peer_id": key.public.hex(), "api": "http://gw:8000", "state": "alive"}],
+            "attestation": {"challenge": challenge.hex(), "signature": view.sign(key, network_id).hex()}})
+
+    for spell, counted in ((str, True), (str.upper, False), (lambda h: h[:2] + " " + h[2:], False)):
+        client = PeerClient("http://gw:8000", transport=httpx.MockTransport(lambda r, s=spell: answer(r, s)))
+        reading = client.read_account(account, (key.public,), 1, network_id, seq=2)
+        if counted:
+            [view] = reading.answered
+            assert (view.applied, view.pending) == (paid.hex(), (3, locked.hex()))
+        else:
+            assert not reading.answered and "malformed" in reading.errors.get(key.public, ""), reading.errors

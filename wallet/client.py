@@ -233,6 +233,16 @@ class AccountReading:
         return Counter(v.pending[1] for v in self.answered if v.pending is not None and v.pending[0] == seq)
 
 
+def _payment_id(value: Any) -> bytes:
+    """A payment id as an owner writes it: exactly 64 lower-case hex digits."""
+    if not isinstance(value, str) or len(value) != 64 or value != value.lower():
+        raise ValueError("a payment id is 64 lower-case hex digits")
+    raw = bytes.fromhex(value)
+    if len(raw) != 32 or raw.hex() != value:
+        raise ValueError("a payment id is 64 lower-case hex digits")
+    return raw
+
+
 def _int(doc: dict[str, Any], key: str) -> int:
     value = doc.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -414,26 +424,29 @@ class PeerClient:
                 raise ValueError("it answered for another address")
             account = decode_address(address)
             pending = doc.get("pending")
-            lock = None
+            lock_id = None
             if pending is not None:
-                lock = (_int(pending, "seq"), str(pending["payment_id"]))
-            applied = None
+                lock_seq, lock_id = _int(pending, "seq"), _payment_id(pending.get("payment_id"))
+            applied_id = None
             if seq is not None:
                 at = doc.get("applied_at")
-                if not isinstance(at, dict) or at.get("seq") != seq:
+                if not isinstance(at, dict) or type(at.get("seq")) is not int or at["seq"] != seq:
                     raise ValueError("it did not say what it applied at the sequence number asked")
-                applied = at.get("payment_id")
-                if applied is not None and not isinstance(applied, str):
-                    raise ValueError("`applied_at.payment_id` is not a payment id")
+                if at.get("payment_id") is not None:
+                    applied_id = _payment_id(at["payment_id"])
+            # Ids are kept as the canonical hex of the bytes the signature covers: the wallet compares
+            # them as text, and `bytes.fromhex` also reads other spellings of the same id.
             view = OwnerView(bytes.fromhex(doc["peer_id"]), url, _int(doc, "balance"), _int(doc, "next_seq"),
-                             _int(doc, "credits"), _int(doc, "history_length"), lock, applied)
+                             _int(doc, "credits"), _int(doc, "history_length"),
+                             None if lock_id is None else (lock_seq, lock_id.hex()),
+                             None if applied_id is None else applied_id.hex())
             attestation = doc.get("attestation")
             if not isinstance(attestation, dict) or attestation.get("challenge") != challenge.hex():
                 raise ValueError("the answer is not signed for this request")
             signature = bytes.fromhex(str(attestation.get("signature")))
             signed = AccountView(view.peer_id, account, view.balance, view.next_seq, view.credits,
-                                 view.history_length, None if lock is None else (lock[0], bytes.fromhex(lock[1])),
-                                 seq, None if applied is None else bytes.fromhex(applied), challenge)
+                                 view.history_length, None if lock_id is None else (lock_seq, lock_id),
+                                 seq, applied_id, challenge)
         except (KeyError, TypeError, ValueError, AddressError) as exc:
             raise BadAnswer(url, f"malformed account answer: {exc}") from exc
         if not signed.signature_valid(network_id, signature):
