@@ -129,11 +129,12 @@ async def run_scenario(seed: int, *, duration: float = 30.0) -> tuple[Workload, 
             leaver = bank.members[rng.choice([0, 1, 2])]
             newcomer = bank.members[7]
             second = straddlers(bank, work, idle[3:], upcoming(bank, [newcomer], [leaver]))
+            hit, victims = _arm_mid_stream(bank, newcomer)
             await bank.change_epoch([newcomer], [leaver])
             for straddler in second:
                 nursery.start_soon(straddler.try_conflict, 15.0)
             straddling += second
-            facts["crashed_old_owner"] = await _crash_old_owner_mid_stream(bank, newcomer, rng)
+            facts["crashed_old_owner"] = await _crash_old_owner_mid_stream(bank, hit, victims, rng)
             facts["epoch2_handoffs"] = await bank.wait_for(bank.handoffs_complete, timeout=120)
             await done.wait()
             await trio.sleep(16)  # the straddlers' attempts are over
@@ -153,24 +154,33 @@ async def run_scenario(seed: int, *, duration: float = 30.0) -> tuple[Workload, 
     return work, problems, facts
 
 
-async def _crash_old_owner_mid_stream(bank: BankNetwork, newcomer: Peer, rng: random.Random) -> bool:
-    """Crash an honest old owner while `newcomer` is still pulling that owner's stream."""
-    victims: list[Peer] = []
+def _arm_mid_stream(bank: BankNetwork, newcomer: Peer) -> tuple[trio.Event, list[Peer]]:
+    """Note the first chunk `newcomer` takes in epoch 2 from an honest old owner whose stream has
+    more to come. Armed before the epoch change and driven by the chunk itself, not by polling: a
+    short stream could start and finish between two polls, and then no crash landed inside one."""
+    hit, victims = trio.Event(), []
+    handoff = newcomer.node.settlement.handoff
+    original = handoff.on_chunk
 
-    def midway() -> bool:
-        node = newcomer.node
-        if node is None:
-            return False
-        status = node.settlement.handoff.status()
-        if status["epoch"] != 2 or status["state"] != "in_progress":
-            return False
-        for peer_hex, stream in status["streams"].items():
-            peer = bank.by_id(bytes.fromhex(peer_hex))
-            if stream["cursor"] and not stream["done"] and peer.index != BYZANTINE and peer.up:
-                victims.append(peer)
-                return True
-        return False
-    if await bank.wait_for(midway, timeout=10, step=0.02) is None:
+    def on_chunk(src: bytes, msg, now: float) -> None:
+        original(src, msg, now)
+        if hit.is_set() or msg.epoch != 2 or msg.done:
+            return
+        peer = bank.by_id(src)
+        if peer.index != BYZANTINE and peer.up:
+            victims.append(peer)
+            hit.set()
+
+    handoff.on_chunk = on_chunk  # type: ignore[method-assign]
+    return hit, victims
+
+
+async def _crash_old_owner_mid_stream(bank: BankNetwork, hit: trio.Event, victims: list[Peer],
+                                      rng: random.Random) -> bool:
+    """Crash an honest old owner while the newcomer is still pulling that owner's stream."""
+    with trio.move_on_after(10):
+        await hit.wait()
+    if not victims:
         return False
     victim = victims[0]
     bank.crash(victim)
