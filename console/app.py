@@ -278,7 +278,47 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def build_app(console: Console) -> Starlette:
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port ("[::1]:8700" -> "[::1]")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[:header.find("]") + 1] if "]" in header else header
+    return header.split(":", 1)[0]
+
+
+class HostCheck:
+    """Answer only requests addressed to a name the console serves under (DNS rebinding: a web page
+    whose own name an attacker re-points at 127.0.0.1 is same-origin with the console, so its script
+    could send `X-Console: 1`; its requests still carry that name in Host). `allowed` None: any."""
+
+    def __init__(self, app: Any, allowed: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and self.allowed is not None:
+            header = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if host_name(header) not in self.allowed:
+                response = _refuse(421, "wrong_host", "this console answers only to the names it serves under "
+                                                      "(loopback, or the --host it was given)")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def allowed_hosts(bind_host: str) -> frozenset[str] | None:
+    """Loopback names and the address the console was bound to; None (any) for a wildcard bind."""
+    bind = bind_host.strip().lower()
+    if bind in ("0.0.0.0", "::", "[::]", ""):
+        return None
+    bind = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
+    return LOOPBACK_NAMES | {bind}
+
+
+def build_app(console: Console, *, hosts: frozenset[str] | None = LOOPBACK_NAMES) -> Any:
     templates = console.templates
 
     def page(name: str, topic: str | None):
@@ -390,7 +430,7 @@ def build_app(console: Console) -> Starlette:
         Route("/api/{topic}", snapshot),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes)
+    return HostCheck(Starlette(routes=routes), hosts)
 
 
 def _refuse(status: int, code: str, message: str) -> Response:

@@ -105,8 +105,9 @@ class PeerState:
     cursor: int = 0
     explore: bool | None = None
     contract: dict[str, str] = field(default_factory=dict)  # route -> what did not match
-    admin: str | None = None  # enabled | refused: ... | off (no token given)
+    admin: str | None = None  # enabled | refused: ... | off (no token given) | not sent (a found peer)
     wrong_network: bool = False
+    named: bool = True  # the operator named it (--peer, or the devnet's own): only those get tokens
 
     @property
     def url(self) -> str:
@@ -169,6 +170,15 @@ class AuditState:
     error: str | None = None
 
 
+def _usable_url(url: str) -> bool:
+    """An http(s) URL httpx can request (a peer's list may hold anything)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 class Collector:
     def __init__(self, source: Source, http: httpx.AsyncClient, *, genesis: Genesis | None = None,
                  admin_token: str | None = None, interval: float = 1.0, idle_interval: float = 5.0,
@@ -222,8 +232,8 @@ class Collector:
             else:
                 state.ref = ref  # a devnet's process state and pid change under us
 
-    def _add(self, ref: PeerRef) -> None:
-        state = PeerState(ref)
+    def _add(self, ref: PeerRef, *, named: bool = True) -> None:
+        state = PeerState(ref, named=named)
         self.peers[ref.url] = state
         if self._nursery is not None:
             self._nursery.start_soon(self._poll_loop, state)
@@ -238,6 +248,13 @@ class Collector:
         return self.interval if self._busy_watching() else self.idle_interval
 
     def api(self, url: str) -> PeerApi:
+        """A peer's API client; the admin and audit tokens go only to peers the operator named. A
+        found peer's address is whatever some peer's /v1/peers says (an observer chooses its own),
+        and the console cannot tell who answers there: tokens sent to it were stolen (found by an
+        attacker's review, 2 December 2026)."""
+        state = self.peers.get(url)
+        if state is None or not state.named:
+            return PeerApi(self.http, url)
         return PeerApi(self.http, url, admin_token=self.admin_token, audit_headers=self.audit_headers)
 
     # ---- genesis ------------------------------------------------------------------------------------------
@@ -292,7 +309,11 @@ class Collector:
     # ---- polling -----------------------------------------------------------------------------------------
     async def _poll_loop(self, state: PeerState) -> None:
         while True:
-            await self.poll(state)
+            try:
+                await self.poll(state)
+            except Exception as exc:  # one peer's odd answer must not end the console
+                log.warning("polling %s failed: %s: %s", state.url, type(exc).__name__, exc)
+                state.up, state.error = False, f"{type(exc).__name__}: {exc}"
             self.changes.bump()
             await trio.sleep(self.poll_interval())
 
@@ -336,8 +357,8 @@ class Collector:
             await self._check_admin(api, state)
         if self.source.discover and state.members:
             for m in state.members:
-                if m.api and normalize(m.api) not in self.peers:
-                    self._add(PeerRef(normalize(m.api), m.peer_id[:12], m.peer_id))
+                if m.api and normalize(m.api) not in self.peers and _usable_url(normalize(m.api)):
+                    self._add(PeerRef(normalize(m.api), m.peer_id[:12], m.peer_id), named=False)
 
     def _failed(self, state: PeerState, exc: PeerError, now: float) -> None:
         if isinstance(exc, ContractError):
@@ -383,6 +404,9 @@ class Collector:
     async def _check_admin(self, api: PeerApi, state: PeerState) -> None:
         if not self.admin_token:
             state.admin = "off"
+            return
+        if not state.named:
+            state.admin = "off (found, not named with --peer: no token is sent to it)"
             return
         try:
             await api.admin_info()
@@ -459,7 +483,7 @@ class Collector:
 
     async def audit_once(self) -> None:
         genesis = self.genesis
-        peers = self.reachable()
+        peers = [s for s in self.reachable() if s.named]  # the audit token goes to named peers only
         if genesis is None or not peers:
             return
         states: dict[str, dict[str, tuple]] = {}

@@ -300,7 +300,7 @@ class PeerApi:
                                            timeout=timeout or TIMEOUT)
         except httpx.TimeoutException as exc:
             raise PeerDown(self.url, f"no answer to {path} in time") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a peer advertised a broken address
             raise PeerDown(self.url, f"{path}: {exc or type(exc).__name__}") from exc
 
     def _refusal(self, path: str, response: httpx.Response) -> PeerError:

@@ -11,7 +11,7 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from console.app import Console, build_app
+from console.app import Console, allowed_hosts, build_app
 from console.collector import Collector
 from console.control import DevnetControl
 from console.sources import DevnetSource, Source, UrlSource
@@ -83,5 +83,5 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[str] = trio.TA
         config.errorlog = logging.getLogger("meshpay.console.http")
         config.graceful_timeout = 1.0
         binds = await nursery.start(lambda task_status: hypercorn.trio.serve(
-            build_app(console), config, task_status=task_status))
+            build_app(console, hosts=allowed_hosts(options.host)), config, task_status=task_status))
         task_status.started(binds[0].rstrip("/") + "/")

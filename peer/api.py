@@ -200,7 +200,8 @@ class Api:
             record = member.record if member is not None else None
         if record is None or not record.api_port:
             return None
-        return f"http://{record.host}:{record.api_port}"
+        host = f"[{record.host}]" if ":" in record.host else record.host  # an IPv6 address
+        return f"http://{host}:{record.api_port}"
 
     def _owners_json(self, account: bytes) -> list[dict[str, Any]]:
         return [{"peer_id": pid.hex(), "api": self._api_url(pid),

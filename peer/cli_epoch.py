@@ -20,6 +20,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from peer import config as peer_config
 from peer.cli_exit import CliFailure, Exit
@@ -171,7 +172,7 @@ def status(config: ConfigOption = Path("peer.toml"), api: ApiOverride = None, js
             table.add_row(p["change_id"][:16], str(p.get("epoch")),
                           ", ".join(m[:12] for m in sorted(proposed - members)) or "-",
                           ", ".join(m[:12] for m in sorted(members - proposed)) or "-",
-                          _approvals(p), p.get("note") or "")
+                          _approvals(p), Text(str(p.get("note") or "")))  # a proposer's words, not markup
         out.print(table)
     else:
         out.print("no pending proposals")

@@ -505,21 +505,24 @@ class InProcessConsole:
 
 
 def test_a_peer_is_stopped_gracefully_through_its_admin_api_from_a_console(net: Net) -> None:
-    """A console watching the peers by URL (not as a devnet) controls them only through the admin API."""
+    """A console watching the peers by URL (not as a devnet) controls them only through the admin API,
+    and only the peers the operator named: a peer it found through another's list gets no token."""
     devnet = net.devnet
     victim = devnet.peer("peer4")
     for token in (None, "wrong-token-wrong-token"):
         headers = {"authorization": f"Bearer {token}"} if token else {}
         answer = httpx.post(victim.api + "/v1/admin/stop", headers=headers, timeout=10)
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
-    options = Options(peers=[devnet.peers[0].api], port=free_ports(1)[0], admin_token=ADMIN_TOKEN)
+    options = Options(peers=[devnet.peers[0].api, victim.api], port=free_ports(1)[0], admin_token=ADMIN_TOKEN)
+    found = devnet.peer("peer2").api
     with InProcessConsole(options) as console:
         def offered() -> dict[str, list[str]] | None:
             peers = {p["url"]: p["actions"] for p in console.get("/api/controls")["peers"]}
-            return peers if peers.get(victim.api) else None
+            return peers if peers.get(victim.api) and found in peers else None
 
-        actions = wait_for(offered, 30, "the console to find peer4's admin API")
+        actions = wait_for(offered, 30, "the console to reach peer4's admin API and find peer2")
         assert actions[victim.api] == ["stop", "restart", "pause", "resume"]
+        assert actions[found] == [], "a found peer must not be controlled (no token is sent to it)"
 
         def act(action: str) -> None:
             result = httpx.post(console.url + "api/control/peer", headers={"X-Console": "1"},

@@ -306,3 +306,58 @@ def test_the_recent_feed_pages_by_cursor_and_says_where_its_memory_starts(net) -
     item = explorer._item(*explorer._recent[-1])
     assert item["payment_id"] == cert.id.hex() and item["event"] == "applied" and item["sides"] == 3
     assert item["from"].startswith("mp1") and item["amount"] == 250
+
+
+# ---- what strangers can do to the console (an attacker's review, 2 December 2026) -------------------
+async def test_tokens_go_only_to_the_peers_the_operator_named() -> None:
+    """An observer chooses the API address it advertises, and the console used to poll every address
+    a peer listed, sending it the admin and audit tokens: a stranger's proxy logged both. Found peers
+    are still watched, but without tokens; one advertising an address httpx cannot even parse (an
+    IPv6 host without brackets) used to end the console, and is now skipped."""
+    from console.collector import Collector, _usable_url
+    from console.sources import PeerRef, UrlSource
+
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url.host), request.headers.get("authorization")))
+        return httpx.Response(401, json={"error": {"code": "unauthorized", "message": "no"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        collector = Collector(UrlSource(["http://named:8000"]), http, admin_token="a" * 32,
+                              audit_headers={"Authorization": "Bearer " + "b" * 32})
+        collector._add(PeerRef("http://named:8000", "named"))
+        collector._add(PeerRef("http://found:9000", "found"), named=False)
+        named, found = collector.api("http://named:8000"), collector.api("http://found:9000")
+        assert named.admin_token and named.audit_headers
+        assert found.admin_token is None and not found.audit_headers
+        assert collector.api("http://never-heard-of:1").admin_token is None
+        for url in ("http://named:8000", "http://found:9000"):
+            with pytest.raises(PeerRefused):
+                await collector.api(url).admin_info()
+        assert ("named", "Bearer " + "a" * 32) in seen and ("found", None) in seen
+        state = collector.peers["http://found:9000"]
+        await collector._check_admin(found, state)
+        assert state.admin.startswith("off (found")
+    assert not _usable_url("http://::1:18911") and _usable_url("http://[::1]:18911")
+    with pytest.raises(PeerDown):
+        await PeerApi(httpx.AsyncClient(), "http://::1:18911").status()
+
+
+async def test_the_console_answers_only_to_its_own_names() -> None:
+    """DNS rebinding: a page whose name is re-pointed at 127.0.0.1 is same-origin with the console and
+    can send `X-Console: 1`, but its requests carry its own name in Host, and are refused."""
+    from console.app import HostCheck, allowed_hosts, host_name
+
+    async def ok(scope: dict, receive: object, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = HostCheck(ok, allowed_hosts("127.0.0.1"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        for host, status in (("127.0.0.1:8700", 200), ("localhost:8700", 200), ("[::1]:8700", 200),
+                             ("rebind.attacker.test:8700", 421), ("127.0.0.1.attacker.test", 421), ("", 421)):
+            response = await client.post("http://console/api/control/peer", headers={"host": host})
+            assert response.status_code == status, (host, response.status_code)
+    assert host_name("[::1]:8700") == "[::1]" and host_name("Example.COM:1") == "example.com"
+    assert allowed_hosts("0.0.0.0") is None and "10.0.0.5" in allowed_hosts("10.0.0.5")

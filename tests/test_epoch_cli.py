@@ -107,3 +107,27 @@ def test_a_short_admin_token_is_a_configuration_error(tmp_path: Path) -> None:
     conf.write_text(peer_config.render(admin_token="short"))
     with pytest.raises(peer_config.ConfigError, match="admin_token"):
         peer_config.load(conf)
+
+
+def test_a_proposal_note_is_shown_as_text_not_markup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an attacker's review: a committee member's proposal note `[/] routine` (printable, so
+    accepted) ended `peer epoch status` with a MarkupError on every peer for the whole epoch."""
+    from typer.testing import CliRunner
+
+    from peer import cli_epoch
+
+    doc = {"epoch": 0, "committee": ["aa" * 32], "committee_member": True, "ring": {"replication": 1, "quorum": 1},
+           "proposals": [{"change_id": "cd" * 32, "epoch": 1, "members": ["aa" * 32, "bb" * 32],
+                          "approvals": [], "needed": 1, "note": "[/] routine [bold]x[/bold]"}],
+           "handoff": {"epoch": 0, "state": "idle", "accounts_ready": 0, "accounts_pending": 0,
+                       "accounts_moved_in": 0}}
+
+    class FakeApi:
+        def status(self) -> dict:
+            return doc
+
+    monkeypatch.setattr(cli_epoch.EpochApi, "from_config", classmethod(lambda cls, config, api: FakeApi()))
+    monkeypatch.setattr(cli_epoch, "out", cli_epoch.Console(width=200, force_terminal=False))
+    result = CliRunner().invoke(cli_epoch.app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "[/] routine [bold]x[/bold]" in result.output
