@@ -26,6 +26,7 @@ from crypto.messages import Certificate, Order, Vote
 from crypto.schema import Message
 from gossip.broadcast import Delivered, Verdict
 from gossip.effects import Notify, Outbox, Penalize, Persist, Send
+from gossip.limits import TokenBucket
 from peer.certify import CertificateChecker, CertificateError, UnknownEpoch
 from peer.committee import Committee
 from peer.epoch_chain import Chain
@@ -65,6 +66,10 @@ MESSAGE_TYPES = (VoteRequest, VoteReply, Refusal, CertDelivery, Applied, CertRan
                  HandoffPull, HandoffAccounts, HandoffChunk, AccountReport)
 PARKED = 1024  # certificates of epochs not known yet, kept until the chain catches up
 FORWARDED = 50_000  # certificates already forwarded to their current owners (once each)
+# Requests that make this peer read its store and answer at length: only committee members (of this
+# epoch or the one before) may send them, each at most this many per second (with this burst).
+SYNC_REQUESTS = (CertRange, CertFetch, CreditsRequest, AEDigest, AEAccounts)
+SYNC_RATE, SYNC_BURST = 100.0, 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +158,8 @@ class Settlement:
         self._forwarded: OrderedDict[bytes, None] = OrderedDict()
         self.trace = False  # PaymentTrace notifications for debug logs (off: no cost per payment)
         self.counters = {"votes": 0, "refusals": 0, "certs_applied": 0, "certs_invalid": 0,
-                         "certs_forwarded": 0, "certs_parked": 0}
+                         "certs_forwarded": 0, "certs_parked": 0, "sync_refused": 0}
+        self._sync_budget: dict[bytes, TokenBucket] = {}  # committee members only: bounded
         self._now = 0.0  # time of the latest input; events arrive within a handle/tick call
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -215,6 +221,8 @@ class Settlement:
     def handle(self, src: bytes, msg: Message, now: float) -> None:
         self._now = now
         kind = type(msg)
+        if kind in SYNC_REQUESTS and not self._may_sync(src, now):
+            return
         if kind is VoteRequest:
             self._on_vote_request(src, msg.order, now)
         elif kind is VoteReply:
@@ -477,6 +485,22 @@ class Settlement:
         self._verified_orders[key] = None
         if len(self._verified_orders) > 100_000:
             self._verified_orders.popitem(last=False)
+        return True
+
+    def _may_sync(self, src: bytes, now: float) -> bool:
+        """Sync requests come from co-owners: committee members, never outsiders (an outsider's
+        39-byte request made this peer read a whole account's history, and its digests left state
+        behind per key), and each member within a budget (a Byzantine member's flood saturated a core)."""
+        previous = self.chain.committee(self.epoch - 1) if self.epoch > 0 else None
+        if src not in self.committee.members and (previous is None or src not in previous.members):
+            self.counters["sync_refused"] += 1
+            return False
+        bucket = self._sync_budget.get(src)
+        if bucket is None:
+            bucket = self._sync_budget[src] = TokenBucket(SYNC_RATE, SYNC_BURST, now)
+        if not bucket.take(now):
+            self.counters["sync_refused"] += 1
+            return False
         return True
 
     def _is_alive(self, peer: bytes) -> bool:

@@ -54,6 +54,8 @@ from peer.wire import (
 from store import layout
 from store.layout import AccountState
 
+CREDITS_SCAN = 1024  # history entries one CreditsRequest may make this peer read
+
 
 @dataclass(frozen=True)
 class SyncConfig:
@@ -143,7 +145,8 @@ class Sync:
 
     def on_cert_fetch(self, src: bytes, msg: CertFetch) -> None:
         certs = []
-        for oid in msg.ids:
+        # Each id once: a request naming one certificate 512 times was answered 512 times over.
+        for oid in dict.fromkeys(msg.ids):
             raw = self.ledger.cert_bytes(oid)
             if raw is not None:
                 certs.append(Certificate.decode(raw))
@@ -166,7 +169,10 @@ class Sync:
         ids: list[bytes] = []
         prefix = layout.HISTORY + msg.account
         next_after = 0
-        for key, value in self.ledger.store.scan(prefix, start=layout.history_key(msg.account, msg.after)):
+        # Read at most CREDITS_SCAN history entries per request (debits are skipped, and an account
+        # of debits only was read to its end for each 39-byte request); the reply says where to go on.
+        for scanned, (key, value) in enumerate(
+                self.ledger.store.scan(prefix, start=layout.history_key(msg.account, msg.after)), 1):
             index = layout.read_u64(key[33:])
             try:
                 entry = layout.HistoryEntry.decode(value)
@@ -174,9 +180,9 @@ class Sync:
                 continue
             if entry.direction == layout.DIRECTION_CREDIT:
                 ids.append(entry.order_id)
-                if len(ids) == MAX_IDS:
-                    next_after = index + 1
-                    break
+            if len(ids) == MAX_IDS or scanned == CREDITS_SCAN:
+                next_after = index + 1
+                break
         self.out.send(src, CreditsReply(msg.account, tuple(ids), next_after))
 
     def on_credits_reply(self, src: bytes, msg: CreditsReply) -> None:
