@@ -115,6 +115,9 @@ class Api:
             Route("/v1/audit/certificates", self._wrap("audit_certificates", self.audit_certificates)),
             Route("/metrics", self._wrap("metrics", self.metrics_route)),
         ])
+        # No redirects to the slashed or unslashed path: every answer is this API's JSON (a 307 with
+        # no body whose Location echoed the client's Host header was the one exception).
+        self.app.router.redirect_slashes = False
         from peer import api_admin, api_explore  # explorer and admin routes (docs/console.md)
         api_explore.mount(self)
         api_admin.mount(self, admin_token)

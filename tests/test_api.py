@@ -536,8 +536,9 @@ def test_history_before_beyond_u64_is_400(net: Net, http: httpx.Client) -> None:
 # ---- 404 / 405 / 413 -----------------------------------------------------------------------------------------
 def test_unknown_route_and_payment_are_404(net: Net, http: httpx.Client) -> None:
     api = net.peers[0].api
-    for path in ("/v2/status", "/v1/statuses", "/v1/accounts", "/v1/payments/ab/cd"):
-        err(http.get(api + path), 404, "not_found")
+    for path in ("/v2/status", "/v1/statuses", "/v1/accounts", "/v1/payments/ab/cd",
+                 "/v1/status/", "/v1/audit/accounts/"):  # no redirect that echoes Host: JSON 404
+        err(http.get(api + path, headers={"host": "evil.example"}), 404, "not_found")
     err(http.get(f"{api}/v1/payments/{'ab' * 32}"), 404, "unknown_payment")
 
 
