@@ -310,7 +310,7 @@ class Api:
         ledger = self.node.settlement.ledger
         state = ledger.peek(account)
         lock = ledger.pending_lock(account)
-        pending = lock_json = None
+        pending = lock_json = locked = None
         if lock is not None:
             locked = Order.decode(lock.order)
             pending = {"seq": locked.seq, "payment_id": locked.id.hex()}
@@ -329,7 +329,7 @@ class Api:
         }
         challenge, seq = self._view_query(request)
         if challenge is not None:
-            doc.update(self._attest(account, doc, lock, challenge, seq))
+            doc.update(self._attest(account, doc, locked, challenge, seq))
         return JSONResponse(doc)
 
     @staticmethod
@@ -351,15 +351,13 @@ class Api:
             raise ApiError(400, "bad_query", "seq must be between 0 and 2^64-1")
         return challenge, seq
 
-    def _attest(self, account: bytes, doc: dict[str, Any], lock: Any, challenge: bytes,
+    def _attest(self, account: bytes, doc: dict[str, Any], locked: Order | None, challenge: bytes,
                 seq: int | None) -> dict[str, Any]:
-        """This owner's signature over what it answered (crypto/account_view.py)."""
+        """This owner's signature over what it answered (crypto/account_view.py); `locked` is the
+        order of its lock at next_seq, if any."""
         ledger = self.node.settlement.ledger
         debit = ledger.debit_at(account, seq) if seq is not None and seq < doc["next_seq"] else None
-        pending = None
-        if lock is not None:
-            locked = Order.decode(lock.order)
-            pending = (locked.seq, locked.id)
+        pending = None if locked is None else (locked.seq, locked.id)
         view = AccountView(self.node.id, account, doc["balance"], doc["next_seq"], doc["credits"],
                            doc["history_length"], pending, seq, debit, challenge)
         signature = view.sign(self.node.settlement.key, self.node.genesis.network_id)
@@ -524,7 +522,7 @@ class Api:
         gateway = self.node.settlement.gateway
         for key, (oid, scope) in self._waiters.items():
             p = gateway.lookup(oid)
-            if p is not None and p.status == "pending" and (p.retry or p.refused) and not scope.cancel_called:
+            if p is not None and p.status == "pending" and (p.retry or p.refused):
                 scope.cancel()
                 del self._waiters[key]
                 self.waits_released += 1

@@ -610,7 +610,7 @@ def show(payment_id: Annotated[str, typer.Argument(help="The payment id (64 hex 
         if found.cert is None and pending is not None and pending.payment_id == pid and acct is not None:
             # this wallet's own pending order: what the sender's owners applied decides, not a gateway
             order = pending.decode()
-            res, _ = acct.outcome(order, acct.read(order.sender), [pending.gateway])
+            res, _ = acct.outcome(order, acct.read(order.sender, seq=order.seq), [pending.gateway])
             if res.kind == "final":
                 acct.record_paid(order)
     for problem in found.problems:

@@ -187,6 +187,7 @@ class AccountReading:
     address: str
     owners: tuple[bytes, ...]
     quorum: int
+    seq: int | None = None  # the sequence number each owner was asked what it applied at (`applied`)
     views: dict[bytes, OwnerView] = field(default_factory=dict)
     errors: dict[bytes, str] = field(default_factory=dict)
 
@@ -234,10 +235,9 @@ class AccountReading:
 
 
 def _payment_id(value: Any) -> bytes:
-    """A payment id as an owner writes it: exactly 64 lower-case hex digits."""
-    if not isinstance(value, str) or len(value) != 64 or value != value.lower():
-        raise ValueError("a payment id is 64 lower-case hex digits")
-    raw = bytes.fromhex(value)
+    """A payment id as an owner writes it: exactly 64 lower-case hex digits (the one spelling
+    `bytes.hex` gives back; `bytes.fromhex` alone also reads upper case and spaces)."""
+    raw = bytes.fromhex(value) if isinstance(value, str) else b""
     if len(raw) != 32 or raw.hex() != value:
         raise ValueError("a payment id is 64 lower-case hex digits")
     return raw
@@ -469,7 +469,7 @@ class PeerClient:
         `owners` comes from the wallet's own ring, and each answer must carry the signature of the
         owner it names over a fresh challenge: a peer can point the wallet at wrong addresses (then
         those owners count as silent), never answer in an owner's place."""
-        reading = AccountReading(address, owners, quorum)
+        reading = AccountReading(address, owners, quorum, seq)
         challenge = os.urandom(CHALLENGE_SIZE)
         query = f"?challenge={challenge.hex()}" + ("" if seq is None else f"&seq={seq}")
         response = self._request("GET", self.url, f"/v1/accounts/{address}{query}")

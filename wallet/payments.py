@@ -175,7 +175,7 @@ class Network:
         """What became of `order`, from a verified certificate or its sender's owners (`decide`)."""
         pid = order.id.hex()
         found = self.find(pid, also, order.sender)
-        if any(v.next_seq > order.seq for v in reading.answered):
+        if reading.seq != order.seq and any(v.next_seq > order.seq for v in reading.answered):
             # Its seq is used somewhere: ask again, with the owners signing what they applied there.
             reading = self.read(order.sender, seq=order.seq)
         answers = self.facts(order, reading)
@@ -423,7 +423,7 @@ class Account(Network):
         sender = order.sender
         while True:
             try:
-                res, found = self.outcome(order, self.read(sender))
+                res, found = self.outcome(order, self.read(sender, seq=order.seq))
             except (ClientError, OutOfTime):
                 return None, res  # out of time or no owner answered: the gateway's error stands
             if res.kind == PAID:
