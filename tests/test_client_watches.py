@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 
 import trio
-from trio.testing import MockClock
 
 from crypto.messages import Order
 from crypto.schema import decode_any
 from peer.client_service import MAX_WATCHES, ClientService
 from peer.client_wire import STATUS_NAMES, WAIT_SETTLED, PaymentStatus, Submit
-from tests.sim.bank import BankNetwork
+from tests.sim.bank import BankNetwork, run_on_bank
 
 
 class ScriptedSession:
@@ -46,17 +45,9 @@ def _ahead(bank: BankNetwork, i: int, seq: int = 7) -> Order:
 
 
 def _run(body) -> None:
-    async def main() -> None:
-        bank = BankNetwork(seed=5, peers=5, accounts=8)
-        try:
-            async with trio.open_nursery() as nursery:
-                await bank.start(nursery)
-                await trio.sleep(3)
-                await body(bank, bank.members[0].node)
-                nursery.cancel_scope.cancel()
-        finally:
-            bank.close()
-    trio.run(main, clock=MockClock(autojump_threshold=0))
+    async def with_node(bank: BankNetwork) -> None:
+        await body(bank, bank.members[0].node)
+    run_on_bank(with_node, seed=5, peers=5, accounts=8)
 
 
 def test_resubmits_of_one_pending_order_hold_one_watch_and_end_cheaply() -> None:

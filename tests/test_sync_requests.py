@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import trio
-from trio.testing import MockClock
 
 from crypto.keys import SigningKey
 from crypto.messages import Order
@@ -31,7 +30,7 @@ from peer.wire import (
 )
 from store import layout
 from store.db import Batch
-from tests.sim.bank import BankNetwork
+from tests.sim.bank import BankNetwork, run_on_bank
 
 
 def _replies(settlement: Settlement, to: bytes) -> list[object]:
@@ -39,17 +38,7 @@ def _replies(settlement: Settlement, to: bytes) -> list[object]:
 
 
 def _run(body) -> None:
-    async def main() -> None:
-        bank = BankNetwork(seed=11, peers=5, accounts=6)
-        try:
-            async with trio.open_nursery() as nursery:
-                await bank.start(nursery)
-                await trio.sleep(3)
-                await body(bank)
-                nursery.cancel_scope.cancel()
-        finally:
-            bank.close()
-    trio.run(main, clock=MockClock(autojump_threshold=0))
+    run_on_bank(body, seed=11, peers=5, accounts=6)
 
 
 async def _paid(bank: BankNetwork) -> tuple[Order, Settlement, bytes]:

@@ -178,6 +178,20 @@ def tamper_vote(cert: Certificate, index: int = 0, byte: int = 10) -> Certificat
 
 
 # ---- a lying peer -------------------------------------------------------------------------------------
+class _JsonHandler(BaseHTTPRequestHandler):
+    """A test proxy's request handler: quiet, and answers with JSON bytes."""
+
+    def log_message(self, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+    def _answer(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 class LyingProxy:
     """An HTTP proxy in front of one real peer that alters its answers:
     `inflate` adds to the balance it reports for accounts; `forge` corrupts the certificates it
@@ -203,10 +217,7 @@ class LyingProxy:
         self.submitted: list[str] = []  # payment ids passed on to the peer
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep pytest output clean
-                pass
-
+        class Handler(_JsonHandler):
             def _relay(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0)) if method == "POST" else None
                 if method == "POST" and self.path.startswith("/v1/payments") and body and proxy.swallow:
@@ -230,13 +241,6 @@ class LyingProxy:
                         data = json.dumps({"error": {"code": code, "message": "refused (a lie)", "status": "failed",
                                                      "payment_id": upstream.json().get("payment_id")}}).encode()
                 self._answer(status, data)
-
-            def _answer(self, status: int, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def do_GET(self) -> None:
                 self._relay("GET")
@@ -294,25 +298,14 @@ class ImpersonatingGateway:
         self.orders: list[tuple[int, str]] = []  # (seq, payment id) of every order it was given
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_JsonHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, doc: Any) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def _any(self) -> None:
                 size = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(size) if size else None
                 status, doc = proxy.answer(self.command, self.path, body)
-                self._reply(status, doc)
+                self._answer(status, json.dumps(doc).encode())
 
             do_GET = do_POST = _any
 

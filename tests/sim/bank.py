@@ -13,11 +13,12 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+from trio.testing import MockClock
 
 from crypto.keys import SigningKey
 from crypto.messages import Certificate, Order, Vote
@@ -240,3 +241,19 @@ class BankNetwork:
     async def wait_for(self, predicate: Callable[[], bool], *, timeout: float, step: float = 0.5) -> float | None:
         """Simulated seconds until `predicate()` holds, or None if it did not within `timeout`."""
         return await wait_for(predicate, timeout=timeout, step=step)
+
+
+def run_on_bank(body: Callable[[BankNetwork], Awaitable[None]], *, settle: float = 3.0, **bank: object) -> None:
+    """Run `body(bank)` on a started BankNetwork(**bank) under MockClock, `settle` simulated seconds
+    after start (membership converged); then stop it and remove its stores."""
+    async def main() -> None:
+        network = BankNetwork(**bank)  # type: ignore[arg-type]
+        try:
+            async with trio.open_nursery() as nursery:
+                await network.start(nursery)
+                await trio.sleep(settle)
+                await body(network)
+                nursery.cancel_scope.cancel()
+        finally:
+            network.close()
+    trio.run(main, clock=MockClock(autojump_threshold=0))
